@@ -1,0 +1,80 @@
+"""One table from error class to HTTP status, and the handlers that render the one JSON shape.
+
+Every error leaves the gateway as ``{"error": {"code": ..., "message": ...}}``. Validation
+errors name the field but never echo the submitted value; unexpected exceptions become a generic
+500 whose message holds no detail.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.domain import errors as e
+
+log = logging.getLogger("gateway")
+
+STATUS: dict[type[e.GatewayError], int] = {
+    e.InvalidRequest: 400,
+    e.UnsupportedQuery: 400,
+    e.AuthenticationFailed: 401,
+    e.Forbidden: 403,
+    e.PolicyViolation: 403,
+    e.NotFound: 404,
+    e.Conflict: 409,
+    e.PayloadTooLarge: 413,
+    e.UnsupportedMediaType: 415,
+    e.InvalidDataset: 422,
+    e.InvalidPolicy: 422,
+    e.BudgetExceeded: 429,
+}
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "invalid_request"}
+
+
+def status_for(exc: e.GatewayError) -> int:
+    """The status of the nearest class in the table (a subclass inherits its parent's)."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 400
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def gateway_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, e.GatewayError)
+        headers = (
+            {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.AuthenticationFailed) else None
+        )
+        return JSONResponse(error_body(exc.code, exc.message), status_for(exc), headers=headers)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        reason = str(first.get("msg", "invalid"))
+        return JSONResponse(error_body("invalid_request", f"{where}: {reason}"), 400)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)
+
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error(
+            "internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__
+        )
+        return JSONResponse(error_body("internal_error", "internal error"), 500)
+
+    app.add_exception_handler(e.GatewayError, gateway_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)

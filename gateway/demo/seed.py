@@ -1,0 +1,162 @@
+"""Seed the demo collaboration once: ACME (brand) and BigMart (retailer), keys, policy, data.
+
+Everything goes through the same use cases a real operator, compliance officer and contributor
+would call, so the demo exercises tokenisation, validation, encryption and auditing for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from gateway.demo.data import generate_demo_tables
+from gateway.domain.model import Principal
+from gateway.service import admin, datasets, policies
+from gateway.service.context import Services
+
+COLLABORATION = "acme-bigmart-cx"
+POLICY_FILE = Path(__file__).with_name("policy.yaml")
+ROLES = ("analyst", "compliance", "contributor")
+ORGS = (
+    ("operator", "Gateway operator", "operator"),
+    ("acme", "ACME Brands", "brand"),
+    ("bigmart", "BigMart Retail", "retailer"),
+)
+
+
+def keys_path(services: Services) -> Path:
+    return services.settings.data_dir / "demo-keys.json"
+
+
+def _principal(services: Services, secret: str) -> Principal:
+    from gateway.service.access import authenticate
+
+    return authenticate(services, f"Bearer {secret}")
+
+
+def _write_keys(path: Path, keys: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(keys, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def seed_demo(
+    services: Services, customers: int = 200_000, progress: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Seed the demo if it is not there yet; return the demo keys (DESIGN.md's shape).
+
+    Raises:
+        RuntimeError: the demo exists but its keys file is gone (secrets are not recoverable).
+    """
+    path = keys_path(services)
+    if services.catalog.collaboration(COLLABORATION) is not None:
+        if not path.exists():
+            raise RuntimeError(
+                f"the demo collaboration exists but {path} is missing; run `make clean` to "
+                "start over"
+            )
+        keys: dict[str, Any] = json.loads(path.read_text())
+        progress(f"demo: reusing the seeded state in {services.settings.data_dir}")
+        return keys
+
+    progress("demo: creating organisations and keys")
+    for org_id, name, kind in ORGS:
+        admin.create_org(services, None, org_id, name, kind)
+    keys = {"admin": admin.issue_key(services, None, "operator", "admin")["secret"]}
+    for org_id in ("acme", "bigmart"):
+        keys[org_id] = {
+            role: admin.issue_key(services, None, org_id, role)["secret"] for role in ROLES
+        }
+    operator = _principal(services, keys["admin"])
+    admin.create_collaboration(
+        services, operator, COLLABORATION, "ACME x BigMart customer experience", ["acme", "bigmart"]
+    )
+    progress("demo: activating the policy from policies/acme-bigmart-cx.yaml")
+    policies.put_policy(
+        services,
+        _principal(services, keys["acme"]["compliance"]),
+        COLLABORATION,
+        POLICY_FILE.read_bytes(),
+        "application/yaml",
+    )
+
+    progress(f"demo: generating {customers:,} customers per partner (half of them shared)")
+    tables = generate_demo_tables(customers=customers)
+    spool_dir = services.settings.upload_tmp_dir
+    spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for org_id, name, table in (
+        ("bigmart", "loyalty", tables.loyalty),
+        ("acme", "survey", tables.survey),
+    ):
+        progress(f"demo: uploading {org_id}.{name} (tokenise, validate, encrypt)")
+        fd, spool = tempfile.mkstemp(dir=spool_dir, suffix=".parquet")
+        os.close(fd)
+        try:
+            pq.write_table(table, spool)
+            datasets.upload_dataset(
+                services,
+                _principal(services, keys[org_id]["contributor"]),
+                COLLABORATION,
+                name,
+                Path(spool),
+                "parquet",
+            )
+        finally:
+            Path(spool).unlink(missing_ok=True)
+    _write_keys(path, keys)
+    progress(f"demo: keys written to {path}")
+    return keys
+
+
+FIRST_PLAN = {
+    "plan": {
+        "from": "bigmart.loyalty",
+        "join": ["acme.survey"],
+        "group_by": ["region", "segment"],
+        "aggregates": [
+            {"fn": "count", "as": "customers"},
+            {"fn": "mean", "column": "spend_90d", "as": "avg_spend"},
+            {"fn": "mean", "column": "nps_score", "as": "avg_nps"},
+        ],
+    },
+    "epsilon": 0.5,
+}
+
+
+def first_query_text(base_url: str, keys: dict[str, Any]) -> str:
+    """The banner printed by ``insightgw serve --demo``: keys and a first query to paste."""
+    analyst = keys["acme"]["analyst"]
+    body = json.dumps(FIRST_PLAN)
+    url = f"{base_url}/v1/collaborations/{COLLABORATION}/queries"
+    return "\n".join(
+        [
+            "",
+            "Insight Gateway demo is ready.",
+            f"  admin key:            {keys['admin']}",
+            f"  acme analyst key:     {analyst}",
+            f"  acme compliance key:  {keys['acme']['compliance']}",
+            f"  bigmart contributor:  {keys['bigmart']['contributor']}",
+            "  (all keys: demo-keys.json in the data directory)",
+            "",
+            "First query (curl):",
+            f"  curl -s -X POST {url} \\",
+            f"    -H 'Authorization: Bearer {analyst}' -H 'Content-Type: application/json' \\",
+            f"    -d '{body}'",
+            "",
+            "First query (Python):",
+            "  from clients import GatewayClient",
+            f"  gw = GatewayClient({base_url!r}, {analyst!r})",
+            f"  print(gw.query({COLLABORATION!r}, plan={FIRST_PLAN['plan']!r}, epsilon=0.5)"
+            ".to_pandas())",
+            "",
+        ]
+    )

@@ -1,0 +1,70 @@
+"""Organisations, principals, collaborations and the records the store keeps about them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+Role = Literal["admin", "contributor", "analyst", "compliance"]
+ROLES: tuple[Role, ...] = ("admin", "contributor", "analyst", "compliance")
+ORG_KINDS = ("brand", "retailer", "partner", "operator")
+
+
+@dataclass(frozen=True)
+class Organisation:
+    id: str
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: one API key, bound to one organisation and one role."""
+
+    key_id: str
+    org: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class Collaboration:
+    id: str
+    name: str
+    members: tuple[str, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PolicyVersion:
+    collaboration: str
+    version: int
+    document: str
+    status: str
+    proposed_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """One stored version of a dataset; ``rows`` is exact and shown only to its owner."""
+
+    collaboration: str
+    dataset: str
+    version: int
+    file: str
+    wrapped_key: bytes
+    rows: int
+    max_rows_per_customer: int
+    schema: dict[str, str]
+    uploaded_by: str
+    created_at: datetime
+
+    @property
+    def owner(self) -> str:
+        return self.dataset.split(".", 1)[0]
+
+    @property
+    def aad(self) -> bytes:
+        """Associated data binding the file to this dataset version."""
+        return f"{self.collaboration}/{self.dataset}/v{self.version}".encode()

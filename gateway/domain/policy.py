@@ -1,0 +1,345 @@
+"""The sharing policy: what each column may do, who may query, with how much budget.
+
+A policy is parsed from the YAML document of DESIGN.md into frozen dataclasses whose
+constructors reject nonsense (negative ε, ``lo > hi``, keys on a measure). Anything a column is
+not explicitly allowed to do, it may not do; ``count`` is always allowed.
+
+Example:
+    >>> policy = parse_policy(yaml.safe_load(text))
+    >>> policy.dataset("bigmart.loyalty").column("region").use
+    'dimension'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gateway.domain.errors import InvalidPolicy
+
+Use = Literal["dimension", "measure", "hidden"]
+MeasureAggregate = Literal["sum", "mean", "quantile"]
+Period = Literal["month", "none"]
+
+_USES = ("dimension", "measure", "hidden")
+_MEASURE_AGGREGATES = ("sum", "mean", "quantile")
+_MEASURE_TYPES = ("int", "float")
+_DIMENSION_TYPES = ("string", "int")
+_MECHANISMS = ("laplace",)
+_PERIODS = ("month", "none")
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def _check_name(value: object, path: str) -> str:
+    if not isinstance(value, str) or not value or not set(value) <= _NAME_CHARS:
+        raise InvalidPolicy(path, "must be a lower-case name of letters, digits, '_' or '-'")
+    return value
+
+
+def _number(value: object, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidPolicy(path, "must be a finite number")
+    return float(value)
+
+
+def _mapping(value: object, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidPolicy(path, "must be a mapping")
+    return value
+
+
+def _no_unknown(obj: Mapping[str, Any], allowed: set[str], path: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise InvalidPolicy(where, f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """Collaboration-wide DP settings."""
+
+    mechanism: str = "laplace"
+    max_epsilon_per_query: float = 1.0
+    delta: float = 1e-7
+
+    def __post_init__(self) -> None:
+        if self.mechanism not in _MECHANISMS:
+            raise InvalidPolicy("privacy.mechanism", f"must be one of {list(_MECHANISMS)}")
+        if not self.max_epsilon_per_query > 0:
+            raise InvalidPolicy("privacy.max_epsilon_per_query", "must be > 0")
+        if not 0 <= self.delta < 1:
+            raise InvalidPolicy("privacy.delta", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """ε available to one analyst organisation per period."""
+
+    epsilon: float
+    period: Period = "month"
+
+    def __post_init__(self) -> None:
+        if not self.epsilon >= 0 or not math.isfinite(self.epsilon):
+            raise InvalidPolicy("budgets", "epsilon must be a finite number >= 0")
+        if self.period not in _PERIODS:
+            raise InvalidPolicy("budgets", f"period must be one of {list(_PERIODS)}")
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """What one column may be used for.
+
+    Dimensions may be filtered on and grouped by; with ``keys`` they are released on exactly those
+    keys. Measures may be aggregated with the listed aggregates, clamped to ``bounds``.
+    """
+
+    name: str
+    use: Use
+    type: str = "string"
+    keys: tuple[str | int, ...] | None = None
+    bounds: tuple[float, float] | None = None
+    aggregates: tuple[str, ...] = ()
+    nullable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.use == "measure":
+            if self.type not in _MEASURE_TYPES:
+                raise InvalidPolicy(
+                    "type", f"a measure's type must be one of {list(_MEASURE_TYPES)}"
+                )
+            if self.bounds is None:
+                raise InvalidPolicy("bounds", "a measure needs bounds [lo, hi]")
+            lo, hi = self.bounds
+            if not lo <= hi:
+                raise InvalidPolicy("bounds", "lo must be <= hi")
+            if self.keys is not None:
+                raise InvalidPolicy("keys", "only dimensions have keys")
+            for fn in self.aggregates:
+                if fn not in _MEASURE_AGGREGATES:
+                    raise InvalidPolicy("aggregates", f"must be among {list(_MEASURE_AGGREGATES)}")
+        elif self.use == "dimension":
+            if self.type not in _DIMENSION_TYPES:
+                raise InvalidPolicy(
+                    "type", f"a dimension's type must be one of {list(_DIMENSION_TYPES)}"
+                )
+            if self.bounds is not None or self.aggregates:
+                raise InvalidPolicy("use", "a dimension has no bounds or aggregates")
+            if self.keys is not None:
+                if not self.keys:
+                    raise InvalidPolicy("keys", "must list at least one key")
+                if len(set(self.keys)) != len(self.keys):
+                    raise InvalidPolicy("keys", "must not repeat a key")
+                want = int if self.type == "int" else str
+                if any(isinstance(k, bool) or not isinstance(k, want) for k in self.keys):
+                    raise InvalidPolicy("keys", f"every key must be of type {self.type}")
+        elif self.use != "hidden":
+            raise InvalidPolicy("use", f"must be one of {list(_USES)}")
+
+    @property
+    def scale(self) -> int:
+        """Fixed-point scale for exact integer sums: cents for floats, units for ints."""
+        return 100 if self.type == "float" else 1
+
+    @property
+    def magnitude(self) -> float:
+        """Largest absolute value a clamped value can take."""
+        assert self.bounds is not None
+        return max(abs(self.bounds[0]), abs(self.bounds[1]))
+
+
+@dataclass(frozen=True)
+class DatasetPolicy:
+    """The rules for one dataset, named ``<owner>.<name>``."""
+
+    id: str
+    owner: str
+    customer_key: str
+    columns: Mapping[str, ColumnRule]
+    kind: Literal["customer", "aggregate"] = "customer"
+    max_rows_per_unit: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.id.split(".", 1)[1]
+
+    def column(self, name: str) -> ColumnRule | None:
+        return self.columns.get(name)
+
+
+@dataclass(frozen=True)
+class Rules:
+    min_group_size: int = 0
+    max_groups_per_query: int = 10_000
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A parsed, validated policy document (one version)."""
+
+    collaboration: str
+    privacy: PrivacySettings
+    budgets: Mapping[str, Budget]
+    datasets: Mapping[str, DatasetPolicy]
+    joins: frozenset[frozenset[str]]
+    rules: Rules = field(default_factory=Rules)
+
+    @property
+    def owners(self) -> frozenset[str]:
+        return frozenset(d.owner for d in self.datasets.values())
+
+    def dataset(self, dataset_id: str) -> DatasetPolicy | None:
+        return self.datasets.get(dataset_id)
+
+    def may_join(self, a: str, b: str) -> bool:
+        return frozenset((a, b)) in self.joins
+
+
+def _parse_column(name: str, raw: object, path: str) -> ColumnRule:
+    obj = _mapping(raw, path)
+    _no_unknown(obj, {"use", "type", "keys", "bounds", "aggregates", "nullable"}, path)
+    use = obj.get("use")
+    if use not in _USES:
+        raise InvalidPolicy(f"{path}.use", f"must be one of {list(_USES)}")
+    default_type = "float" if use == "measure" else "string"
+    keys = obj.get("keys")
+    if keys is not None and not isinstance(keys, list):
+        raise InvalidPolicy(f"{path}.keys", "must be a list")
+    bounds = obj.get("bounds")
+    if bounds is not None:
+        if not isinstance(bounds, list) or len(bounds) != 2:
+            raise InvalidPolicy(f"{path}.bounds", "must be a list [lo, hi]")
+        bounds = (_number(bounds[0], f"{path}.bounds"), _number(bounds[1], f"{path}.bounds"))
+    aggregates = obj.get("aggregates", [])
+    if not isinstance(aggregates, list):
+        raise InvalidPolicy(f"{path}.aggregates", "must be a list")
+    nullable = obj.get("nullable", False)
+    if not isinstance(nullable, bool):
+        raise InvalidPolicy(f"{path}.nullable", "must be true or false")
+    try:
+        return ColumnRule(
+            name=name,
+            use=use,
+            type=str(obj.get("type", default_type)),
+            keys=tuple(keys) if keys is not None else None,
+            bounds=bounds,
+            aggregates=tuple(aggregates),
+            nullable=nullable,
+        )
+    except InvalidPolicy as exc:
+        raise InvalidPolicy(f"{path}.{exc.path}", exc.message.split(": ", 1)[-1]) from None
+
+
+def _parse_dataset(dataset_id: str, raw: object, path: str) -> DatasetPolicy:
+    obj = _mapping(raw, path)
+    _no_unknown(obj, {"owner", "customer_key", "columns", "kind", "max_rows_per_unit"}, path)
+    if dataset_id.count(".") != 1:
+        raise InvalidPolicy(path, "a dataset is named <owner>.<name>")
+    owner_part, name_part = dataset_id.split(".")
+    _check_name(owner_part, path)
+    _check_name(name_part, path)
+    owner = _check_name(obj.get("owner", owner_part), f"{path}.owner")
+    if owner != owner_part:
+        raise InvalidPolicy(f"{path}.owner", "must equal the <owner> part of the dataset name")
+    kind = obj.get("kind", "customer")
+    if kind not in ("customer", "aggregate"):
+        raise InvalidPolicy(f"{path}.kind", "must be customer or aggregate")
+    customer_key = obj.get("customer_key")
+    if kind == "customer" and (not isinstance(customer_key, str) or not customer_key):
+        raise InvalidPolicy(f"{path}.customer_key", "names the customer-key column; required")
+    max_rows = obj.get("max_rows_per_unit", 1)
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or not 1 <= max_rows <= 1000:
+        raise InvalidPolicy(f"{path}.max_rows_per_unit", "must be an integer in [1, 1000]")
+    raw_columns = _mapping(obj.get("columns"), f"{path}.columns")
+    if not raw_columns:
+        raise InvalidPolicy(f"{path}.columns", "must describe at least one column")
+    columns: dict[str, ColumnRule] = {}
+    for col, rule in raw_columns.items():
+        if not isinstance(col, str) or not col:
+            raise InvalidPolicy(f"{path}.columns", "column names must be non-empty strings")
+        if col == customer_key:
+            raise InvalidPolicy(f"{path}.columns.{col}", "the customer key is not a column rule")
+        columns[col] = _parse_column(col, rule, f"{path}.columns.{col}")
+    return DatasetPolicy(
+        id=dataset_id,
+        owner=owner,
+        customer_key=str(customer_key or ""),
+        columns=columns,
+        kind=kind,
+        max_rows_per_unit=max_rows,
+    )
+
+
+def parse_policy(raw: object) -> Policy:
+    """Validate a policy document (already parsed from YAML or JSON) into a :class:`Policy`.
+
+    Raises:
+        InvalidPolicy: naming the path of the first offending entry and the rule it breaks.
+    """
+    doc = _mapping(raw, "")
+    _no_unknown(doc, {"collaboration", "privacy", "budgets", "datasets", "joins", "rules"}, "")
+    collaboration = _check_name(doc.get("collaboration"), "collaboration")
+
+    privacy_raw = _mapping(doc.get("privacy", {}), "privacy")
+    _no_unknown(privacy_raw, {"mechanism", "max_epsilon_per_query", "delta"}, "privacy")
+    privacy = PrivacySettings(
+        mechanism=str(privacy_raw.get("mechanism", "laplace")),
+        max_epsilon_per_query=_number(
+            privacy_raw.get("max_epsilon_per_query", 1.0), "privacy.max_epsilon_per_query"
+        ),
+        delta=_number(privacy_raw.get("delta", 1e-7), "privacy.delta"),
+    )
+
+    budgets: dict[str, Budget] = {}
+    for org, raw_budget in _mapping(doc.get("budgets", {}), "budgets").items():
+        path = f"budgets.{org}"
+        _check_name(org, path)
+        b = _mapping(raw_budget, path)
+        _no_unknown(b, {"epsilon", "period"}, path)
+        try:
+            budgets[org] = Budget(
+                epsilon=_number(b.get("epsilon"), f"{path}.epsilon"),
+                period=b.get("period", "month"),
+            )
+        except InvalidPolicy as exc:
+            raise InvalidPolicy(path, exc.message.split(": ", 1)[-1]) from None
+
+    datasets: dict[str, DatasetPolicy] = {}
+    for dataset_id, raw_ds in _mapping(doc.get("datasets"), "datasets").items():
+        datasets[str(dataset_id)] = _parse_dataset(
+            str(dataset_id), raw_ds, f"datasets.{dataset_id}"
+        )
+    if not datasets:
+        raise InvalidPolicy("datasets", "must describe at least one dataset")
+
+    joins: set[frozenset[str]] = set()
+    raw_joins = doc.get("joins", [])
+    if not isinstance(raw_joins, list):
+        raise InvalidPolicy("joins", "must be a list of [dataset, dataset] pairs")
+    for i, pair in enumerate(raw_joins):
+        if not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1]:
+            raise InvalidPolicy(f"joins[{i}]", "must be a pair of two different datasets")
+        for ds in pair:
+            if ds not in datasets:
+                raise InvalidPolicy(
+                    f"joins[{i}]", f"names dataset {ds!r} that the policy does not describe"
+                )
+        joins.add(frozenset(pair))
+
+    rules_raw = _mapping(doc.get("rules", {}), "rules")
+    _no_unknown(rules_raw, {"min_group_size", "max_groups_per_query"}, "rules")
+    min_group = rules_raw.get("min_group_size", 0)
+    max_groups = rules_raw.get("max_groups_per_query", 10_000)
+    for key, value in (("min_group_size", min_group), ("max_groups_per_query", max_groups)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidPolicy(f"rules.{key}", "must be an integer >= 0")
+    return Policy(
+        collaboration=collaboration,
+        privacy=privacy,
+        budgets=budgets,
+        datasets=datasets,
+        joins=frozenset(joins),
+        rules=Rules(min_group_size=min_group, max_groups_per_query=max_groups),
+    )

@@ -1,0 +1,1 @@
+"""Differential-privacy mechanisms, all noise sampled by OpenDP."""

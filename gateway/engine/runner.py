@@ -1,0 +1,72 @@
+"""Run compiled queries on DuckDB over in-memory Arrow tables.
+
+Each query gets its own in-memory DuckDB connection that cannot spill to disk (no temp
+directory: decrypted data never touches the disk) and cannot read files (external access is
+switched off once the tables are registered). The result is exact cells keyed by group: they go
+to the DP layer only, never to a caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import duckdb
+import pyarrow as pa
+
+from gateway.engine.compiler import TOKEN, CompiledQuery
+
+GroupKey = tuple[str | int, ...]
+ExactCells = dict[GroupKey, dict[str, int]]
+
+
+def connect(memory_limit: str = "4GB", threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection that loads no extensions and never spills to disk."""
+    config: dict[str, str | bool | int] = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "memory_limit": memory_limit,
+    }
+    if threads:
+        config["threads"] = threads
+    con = duckdb.connect(":memory:", config=config)
+    con.execute("SET temp_directory = ''")
+    return con
+
+
+def run_exact(
+    compiled: CompiledQuery,
+    tables: Mapping[str, pa.Table],
+    statistic_keys: tuple[str, ...],
+    memory_limit: str = "4GB",
+) -> ExactCells:
+    """Execute ``compiled`` over ``tables`` (dataset id -> decrypted table) and return cells.
+
+    Returns a map from group key to ``{statistic key: exact integer}``.
+    """
+    con = connect(memory_limit)
+    try:
+        for dataset_id, sql_name in compiled.tables.items():
+            con.register(sql_name, tables[dataset_id])
+        con.execute("SET enable_external_access = false")
+        result = con.execute(compiled.sql, list(compiled.params)).fetchall()
+    finally:
+        con.close()
+    n_groups = len(compiled.group_columns)
+    cells: ExactCells = {}
+    for row in result:
+        key: GroupKey = tuple(row[:n_groups])
+        cells[key] = {k: int(v or 0) for k, v in zip(statistic_keys, row[n_groups:], strict=True)}
+    return cells
+
+
+def max_rows_per_customer(table: pa.Table) -> int:
+    """The largest number of rows any one customer token has in ``table`` (0 when empty)."""
+    con = connect()
+    try:
+        con.register("t", table)
+        row = con.execute(
+            f"SELECT COALESCE(MAX(n), 0) FROM (SELECT COUNT(*) AS n FROM t GROUP BY {TOKEN})"
+        ).fetchone()
+    finally:
+        con.close()
+    return int(row[0]) if row else 0

@@ -1,0 +1,237 @@
+"""Running and explaining joint DP queries.
+
+:func:`run_query` is the only function in the gateway that spends privacy budget. Its order is
+the privacy argument: parse → check against the active policy → certify the cost → reserve it in
+the ledger (one transaction that refuses to overspend) → compute exact cells in DuckDB → draw
+OpenDP noise → store the release for replays → audit. Exact cells never leave this function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from gateway.domain.budget import Epsilon, Period
+from gateway.domain.checker import CheckedQuery, check_query
+from gateway.domain.errors import Conflict, GatewayError, InternalError
+from gateway.domain.model import DatasetVersion, PolicyVersion, Principal
+from gateway.domain.plan import QueryRequest, parse_query_request
+from gateway.domain.policy import Policy
+from gateway.dp.release import expected_halfwidths, plan_noise, release_rows
+from gateway.engine.compiler import compile_query
+from gateway.engine.runner import run_exact
+from gateway.service.access import active_policy, member_collaboration, require_role
+from gateway.service.budget import budget_entry
+from gateway.service.context import Services
+
+
+def _prepare(
+    services: Services, principal: Principal, collab_id: str, body: object
+) -> tuple[QueryRequest, PolicyVersion, Policy, list[str]]:
+    require_role(principal, "analyst")
+    member_collaboration(services, principal, collab_id)
+    request = parse_query_request(body)
+    version, policy = active_policy(services, collab_id)
+    return request, version, policy, list(request.plan.datasets)
+
+
+def _visible_to(principal: Principal, policy: Policy, datasets: list[str]) -> tuple[str, ...]:
+    owners = {policy.datasets[d].owner for d in datasets if d in policy.datasets}
+    return tuple(sorted(owners | {principal.org}))
+
+
+def _audit(
+    services: Services,
+    principal: Principal,
+    collab_id: str,
+    action: str,
+    request: QueryRequest | None,
+    policy: Policy | None,
+    version: int | None,
+    datasets: list[str],
+    **details: Any,
+) -> None:
+    services.audit.append(
+        at=services.clock(),
+        collaboration=collab_id,
+        actor_org=principal.org,
+        actor_role=principal.role,
+        action=action,
+        visible_to=_visible_to(principal, policy, datasets) if policy else (principal.org,),
+        details={
+            "plan": request.plan.canonical() if request else None,
+            "sql": request.sql if request else None,
+            "epsilon": request.epsilon if request else None,
+            "datasets": datasets,
+            "policy_version": version,
+            **details,
+        },
+    )
+
+
+def _dataset_versions(
+    services: Services, collab_id: str, checked: CheckedQuery
+) -> dict[str, DatasetVersion]:
+    latest = services.catalog.latest_datasets(collab_id)
+    versions = {}
+    for ds in checked.datasets:
+        if ds.id not in latest:
+            raise Conflict(f"dataset {ds.id!r} has no uploaded version yet")
+        versions[ds.id] = latest[ds.id]
+    return versions
+
+
+def _fingerprint(
+    request: QueryRequest, policy_version: int, versions: dict[str, DatasetVersion]
+) -> str:
+    body = json.dumps(
+        [request.fingerprint(), policy_version, sorted((k, v.version) for k, v in versions.items())]
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def run_query(
+    services: Services, principal: Principal, collab_id: str, body: object
+) -> dict[str, Any]:
+    """Answer a joint query with a DP release, spending its ε.
+
+    Guarantees: ε is reserved before any noise is drawn and stays spent whatever happens after
+    the reservation; the same question (same plan, ε, policy and dataset versions) asked again
+    returns the stored release at no cost; every outcome, refusals included, is audited.
+    """
+    request = version = policy = None
+    datasets: list[str] = []
+    try:
+        request, version, policy, datasets = _prepare(services, principal, collab_id, body)
+        checked = check_query(request, policy, principal.org)
+        versions = _dataset_versions(services, collab_id, checked)
+        fingerprint = _fingerprint(request, version.version, versions)
+        budget = policy.budgets[principal.org]
+        period = Period.current(budget.period, services.clock())
+
+        stored = services.catalog.stored_release(collab_id, principal.org, fingerprint)
+        if stored is not None:
+            release = json.loads(stored)
+            release.update(
+                replay=True,
+                epsilon_spent=0,
+                budget=budget_entry(services, collab_id, principal.org, policy, short=True),
+            )
+            _audit(
+                services,
+                principal,
+                collab_id,
+                "query.replayed",
+                request,
+                policy,
+                version.version,
+                datasets,
+                query_id=release["query_id"],
+                outcome="replay",
+            )
+            return release
+
+        noise = plan_noise(checked)
+        if not Epsilon(noise.cost).fits_within(Epsilon(request.epsilon)):
+            raise InternalError("certified cost exceeds the requested epsilon")
+        cost = Epsilon(request.epsilon)
+        query_id = uuid.uuid4().hex
+        left = services.ledger.reserve(
+            collab_id,
+            principal.org,
+            period.key,
+            cost,
+            Epsilon(budget.epsilon),
+            query_id,
+            services.clock(),
+        )
+    except GatewayError as exc:
+        _audit(
+            services,
+            principal,
+            collab_id,
+            "query.refused",
+            request,
+            policy,
+            version.version if version else None,
+            datasets,
+            outcome=exc.code,
+            message=exc.message,
+        )
+        raise
+
+    # ε is spent from here on: failures below never refund it.
+    tables = {ds: services.files.read(dv) for ds, dv in versions.items()}
+    compiled = compile_query(checked, {ds: dv.max_rows_per_customer for ds, dv in versions.items()})
+    exact = run_exact(
+        compiled,
+        tables,
+        tuple(s.key for s in checked.statistics),
+        services.settings.query_memory_limit,
+    )
+    rows = release_rows(checked, noise, exact)
+    del exact
+    release = {
+        "query_id": query_id,
+        "replay": False,
+        "epsilon_spent": cost.value,
+        "policy_version": version.version,
+        "budget": {
+            "epsilon_total": budget.epsilon,
+            "epsilon_spent": round(budget.epsilon - left.value, 12),
+            "epsilon_left": round(left.value, 12),
+        },
+        "group_by": [c.name for c in checked.group_by],
+        "rows": rows,
+        "datasets": {ds: dv.version for ds, dv in versions.items()},
+    }
+    services.catalog.store_release(
+        collab_id, principal.org, fingerprint, query_id, json.dumps(release), services.clock()
+    )
+    services.ledger.mark_released(query_id)
+    _audit(
+        services,
+        principal,
+        collab_id,
+        "query.released",
+        request,
+        policy,
+        version.version,
+        datasets,
+        query_id=query_id,
+        outcome="released",
+        epsilon_spent=cost.value,
+    )
+    return release
+
+
+def explain_query(
+    services: Services, principal: Principal, collab_id: str, body: object
+) -> dict[str, Any]:
+    """The cost and expected 95% interval widths of a query; reads no data, spends nothing."""
+    request, version, policy, _ = _prepare(services, principal, collab_id, body)
+    checked = check_query(request, policy, principal.org)
+    noise = plan_noise(checked)
+    budget = budget_entry(services, collab_id, principal.org, policy, short=True)
+    return {
+        "epsilon": request.epsilon,
+        "policy_version": version.version,
+        "groups": len(checked.group_keys),
+        "rows_per_customer": checked.rows_per_customer,
+        "statistics": [
+            {
+                "statistic": s.key,
+                "kind": s.kind,
+                "sensitivity": s.sensitivity,
+                "epsilon": s.epsilon,
+                "noise_scale": noise.mechanisms[s.key].scale,
+            }
+            for s in checked.statistics
+        ],
+        "aggregates": expected_halfwidths(checked, noise),
+        "min_group_size": checked.min_group_size,
+        "budget": budget,
+        "within_budget": request.epsilon <= budget["epsilon_left"] + 1e-9,
+    }

@@ -1,0 +1,1 @@
+"""Embedded storage: catalog, ledger, audit chain, encrypted dataset files, keys."""

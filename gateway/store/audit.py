@@ -1,0 +1,175 @@
+"""The audit trail: append-only, hash-chained events with an Ed25519-signed chain head.
+
+Each event's hash covers its content and the previous event's hash, so changing, removing or
+reordering any event breaks every later link. The head (last sequence number and hash) is signed
+with the gateway's Ed25519 key after every append, so truncating the chain is detected too.
+Events hold plans, names, ε and outcomes: never rows, exact aggregates or customer tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.store.db import Database
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    seq: int
+    at: str
+    collaboration: str | None
+    actor_org: str | None
+    actor_role: str | None
+    action: str
+    visible_to: tuple[str, ...]
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "collaboration": self.collaboration,
+            "actor": {"org": self.actor_org, "role": self.actor_role},
+            "action": self.action,
+            "details": self.details,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def _event_hash(
+    prev_hash: str,
+    seq: int,
+    at: str,
+    collab: str | None,
+    org: str | None,
+    role: str | None,
+    action: str,
+    visible_to: tuple[str, ...],
+    details_json: str,
+) -> str:
+    body = json.dumps(
+        [prev_hash, seq, at, collab, org, role, action, list(visible_to), details_json],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _head_message(seq: int, digest: str) -> bytes:
+    return f"insight-gateway-audit-head:{seq}:{digest}".encode()
+
+
+class AuditLog:
+    def __init__(self, db: Database, signing_key: Ed25519PrivateKey) -> None:
+        self.db = db
+        self._key = signing_key
+
+    def append(
+        self,
+        *,
+        at: datetime,
+        collaboration: str | None,
+        actor_org: str | None,
+        actor_role: str | None,
+        action: str,
+        visible_to: tuple[str, ...],
+        details: dict[str, Any],
+    ) -> AuditEvent:
+        """Append one event and re-sign the chain head, atomically."""
+        details_json = json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
+        visible = tuple(sorted(set(visible_to)))
+        stamp = at.isoformat()
+        with self.db.transaction() as tx:
+            last = tx.one("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
+            digest = _event_hash(
+                prev,
+                seq,
+                stamp,
+                collaboration,
+                actor_org,
+                actor_role,
+                action,
+                visible,
+                details_json,
+            )
+            tx.execute(
+                "INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    seq,
+                    stamp,
+                    collaboration,
+                    actor_org,
+                    actor_role,
+                    action,
+                    list(visible),
+                    details_json,
+                    prev,
+                    digest,
+                ),
+            )
+            signature = self._key.sign(_head_message(seq, digest))
+            tx.execute(
+                "INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?, ?)", (seq, digest, signature)
+            )
+        return AuditEvent(
+            seq, stamp, collaboration, actor_org, actor_role, action, visible, details, prev, digest
+        )
+
+    def events(
+        self, collaboration: str, visible_to: str | None, limit: int = 1000, after_seq: int = 0
+    ) -> list[AuditEvent]:
+        """Events of a collaboration, optionally only those visible to one organisation."""
+        sql = (
+            'SELECT seq, "at", collaboration, actor_org, actor_role, action, visible_to, '
+            "details_json, prev_hash, hash FROM audit_events WHERE collaboration = ? "
+            "AND seq > ?"
+        )
+        params: list[Any] = [collaboration, after_seq]
+        if visible_to is not None:
+            sql += " AND list_contains(visible_to, ?)"
+            params.append(visible_to)
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(limit)
+        return [
+            AuditEvent(
+                int(r[0]), r[1], r[2], r[3], r[4], r[5], tuple(r[6]), json.loads(r[7]), r[8], r[9]
+            )
+            for r in self.db.execute(sql, params)
+        ]
+
+    def verify(self) -> tuple[bool, int, int | None]:
+        """Check every link and the signed head. Returns ``(ok, events, first_bad_seq)``."""
+        rows = self.db.execute(
+            'SELECT seq, "at", collaboration, actor_org, actor_role, action, visible_to, '
+            "details_json, prev_hash, hash FROM audit_events ORDER BY seq"
+        )
+        prev, expected_seq = GENESIS, 1
+        for r in rows:
+            seq = int(r[0])
+            digest = _event_hash(prev, seq, r[1], r[2], r[3], r[4], r[5], tuple(r[6]), r[7])
+            if seq != expected_seq or r[8] != prev or r[9] != digest:
+                return False, len(rows), seq
+            prev, expected_seq = digest, seq + 1
+        head = self.db.one("SELECT seq, hash, signature FROM audit_head WHERE id = 1")
+        if not rows:
+            return head is None, 0, None if head is None else 1
+        last_seq = int(rows[-1][0])
+        if head is None or int(head[0]) != last_seq or head[1] != prev:
+            return False, len(rows), last_seq
+        try:
+            self._key.public_key().verify(bytes(head[2]), _head_message(last_seq, prev))
+        except InvalidSignature:
+            return False, len(rows), last_seq
+        return True, len(rows), None
