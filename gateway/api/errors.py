@@ -40,7 +40,7 @@ def status_for(exc: e.GatewayError) -> int:
     """The status of the nearest class in the table (a subclass inherits its parent's)."""
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 400
 
 

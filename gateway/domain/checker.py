@@ -230,22 +230,23 @@ def check_query(request: QueryRequest, policy: Policy, analyst_org: str) -> Chec
 
     share = request.epsilon / len(stat_cols)
     statistics = []
-    for key, col in stat_cols.items():
-        if col is None:
+    for key, measured in stat_cols.items():
+        if measured is None:
             statistics.append(Statistic(key, "count", None, rows_per_customer, share))
             continue
-        assert col.rule.bounds is not None
-        scale = col.rule.scale
-        lo = math.ceil(col.rule.bounds[0] * scale)
-        hi = math.floor(col.rule.bounds[1] * scale)
+        assert measured.rule.bounds is not None
+        scale = measured.rule.scale
+        lo = math.ceil(measured.rule.bounds[0] * scale)
+        hi = math.floor(measured.rule.bounds[1] * scale)
         sensitivity = rows_per_customer * max(abs(lo), abs(hi), 1)
-        statistics.append(Statistic(key, "sum", col, sensitivity, share, lo, hi, scale))
+        statistics.append(Statistic(key, "sum", measured, sensitivity, share, lo, hi, scale))
 
     outputs = []
-    for alias, fn, col in outputs_raw:
-        if col is None:
+    for alias, fn, out_col in outputs_raw:
+        if out_col is None:
             outputs.append(OutputColumn(alias, fn, count="count", sum=None))
         else:
+            col = out_col
             sum_key = f"sum:{col.dataset}.{col.name}"
             count_key = "count" if fn == "mean" else None
             outputs.append(

@@ -135,9 +135,9 @@ def release_rows(
             elif out.fn == "sum":
                 assert out.sum is not None
                 mech = noise.mechanisms[out.sum]
-                value = noisy[out.sum][i] / out.scale
-                half = mech.halfwidth95 / out.scale
-                row[out.alias] = _cell(value, value - half, value + half, out.scale)
+                total = noisy[out.sum][i] / out.scale
+                spread = mech.halfwidth95 / out.scale
+                row[out.alias] = _cell(total, total - spread, total + spread, out.scale)
             else:
                 assert out.sum is not None and out.count is not None and count is not None
                 row[out.alias] = _mean_cell(

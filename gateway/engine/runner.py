@@ -21,7 +21,7 @@ ExactCells = dict[GroupKey, dict[str, int]]
 
 def connect(memory_limit: str = "4GB", threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory connection that loads no extensions and never spills to disk."""
-    config: dict[str, str | bool | int] = {
+    config: dict[str, str | bool | int | float | list[str]] = {
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
         "memory_limit": memory_limit,

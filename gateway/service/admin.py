@@ -67,7 +67,7 @@ def issue_key(
         raise InvalidRequest("role: admin keys belong to the operator organisation only")
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    typed_role: Role = role  # type: ignore[assignment]
+    typed_role: Role = role
     services.catalog.add_key(key_id, org_id, typed_role, secret, services.clock())
     services.audit.append(
         at=services.clock(),

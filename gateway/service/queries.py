@@ -113,7 +113,7 @@ def run_query(
 
         stored = services.catalog.stored_release(collab_id, principal.org, fingerprint)
         if stored is not None:
-            release = json.loads(stored)
+            release: dict[str, Any] = json.loads(stored)
             release.update(
                 replay=True,
                 epsilon_spent=0,
