@@ -88,6 +88,8 @@ def _admin_key(args: argparse.Namespace) -> str:
 
 
 def _remote(args: argparse.Namespace) -> int:
+    import httpx
+
     from clients import GatewayClient, GatewayError
 
     with GatewayClient(args.url, _admin_key(args)) as client:
@@ -101,6 +103,9 @@ def _remote(args: argparse.Namespace) -> int:
                 result = client.create_collaboration(args.id, args.name, members)
         except GatewayError as exc:
             print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+            return 2
+        except httpx.TransportError as exc:
+            print(f"error: cannot reach the gateway at {args.url}: {exc}", file=sys.stderr)
             return 2
     print(json.dumps(result, indent=2))
     return 0

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.domain import errors as e
 
@@ -48,6 +49,43 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
+class ContainInternalErrors:
+    """ASGI middleware: an unexpected exception becomes a generic 500 and goes no further.
+
+    Starlette's outermost error middleware re-raises after answering, so the server would log
+    the exception's message and traceback, which may quote data. Here only the exception's type
+    is logged.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.error(
+                "internal error on %s %s: %s",
+                scope.get("method"),
+                scope.get("path"),
+                type(exc).__name__,
+            )
+            if not started:
+                response = JSONResponse(error_body("internal_error", "internal error"), 500)
+                await response(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def gateway_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, e.GatewayError)
@@ -78,3 +116,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)
+    app.add_middleware(ContainInternalErrors)

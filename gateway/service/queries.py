@@ -138,7 +138,7 @@ def run_query(
             raise InternalError("certified cost exceeds the requested epsilon")
         cost = Epsilon(request.epsilon)
         query_id = uuid.uuid4().hex
-        left = services.ledger.reserve(
+        spent = services.ledger.reserve(
             collab_id,
             principal.org,
             period.key,
@@ -163,25 +163,43 @@ def run_query(
         raise
 
     # ε is spent from here on: failures below never refund it.
-    tables = {ds: services.files.read(dv) for ds, dv in versions.items()}
-    compiled = compile_query(checked, {ds: dv.max_rows_per_customer for ds, dv in versions.items()})
-    exact = run_exact(
-        compiled,
-        tables,
-        tuple(s.key for s in checked.statistics),
-        services.settings.query_memory_limit,
-    )
-    rows = release_rows(checked, noise, exact)
-    del exact
+    try:
+        tables = {ds: services.files.read(dv) for ds, dv in versions.items()}
+        max_rows = {ds: dv.max_rows_per_customer for ds, dv in versions.items()}
+        exact = run_exact(
+            compile_query(checked, max_rows),
+            tables,
+            tuple(s.key for s in checked.statistics),
+            services.settings.query_memory_limit,
+        )
+        rows = release_rows(checked, noise, exact)
+        del exact
+    except Exception as exc:
+        _audit(
+            services,
+            principal,
+            collab_id,
+            "query.failed",
+            request,
+            policy,
+            version.version,
+            datasets,
+            query_id=query_id,
+            outcome="internal_error",
+            epsilon_spent=cost.value,
+            error=type(exc).__name__,
+        )
+        raise
+    total = Epsilon(budget.epsilon)
     release = {
         "query_id": query_id,
         "replay": False,
         "epsilon_spent": cost.value,
         "policy_version": version.version,
         "budget": {
-            "epsilon_total": budget.epsilon,
-            "epsilon_spent": round(budget.epsilon - left.value, 12),
-            "epsilon_left": round(left.value, 12),
+            "epsilon_total": total.value,
+            "epsilon_spent": round(spent.value, 12),
+            "epsilon_left": round(spent.left_of(total).value, 12),
         },
         "group_by": [c.name for c in checked.group_by],
         "rows": rows,

@@ -37,7 +37,7 @@ class Ledger:
         """Reserve ``cost`` in one transaction that refuses to overspend ``total``.
 
         A reservation counts as spent from the moment it is written: a crash before the release
-        leaves it spent, which is the safe side. Returns what is left after the reservation.
+        leaves it spent, which is the safe side. Returns what is spent, this one included.
 
         Raises:
             BudgetExceeded: with spent, asked and left in the message; nothing is written.
@@ -60,7 +60,7 @@ class Ledger:
                 "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, 'reserved', ?)",
                 (uuid.uuid4().hex, collab_id, org, period, cost.value, query_id, at),
             )
-        return (spent + cost).left_of(total)
+        return spent + cost
 
     def mark_released(self, query_id: str) -> None:
         self.db.execute("UPDATE ledger SET status = 'released' WHERE query_id = ?", (query_id,))
