@@ -143,7 +143,7 @@ class GatewayClient:
         comes from the suffix (``.parquet``/``.pq``, ``.csv``, ``.arrow``/``.arrows`` for an
         Arrow IPC stream) unless ``content_type`` is given. A pyarrow Table or pandas
         DataFrame (index dropped) is sent as Parquet. Pseudonymise keys first if partners
-        agreed to (:func:`clients.pseudonymise_table`).
+        agreed to (:func:`clients.pseudonymise.pseudonymise_table`).
 
         Args:
             collaboration: The collaboration id.

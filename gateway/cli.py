@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import ConfigurationError, Settings
+from gateway.store.db import CatalogUnavailable
 
 
 def _settings(args: argparse.Namespace, demo: bool) -> Settings:
@@ -54,7 +55,8 @@ def _demo(args: argparse.Namespace) -> int:
         keys = seed_demo(services, settings.demo_customers)
     finally:
         services.close()
-    print(first_query_text(f"http://{settings.host}:{settings.port}", keys))
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    print(first_query_text(f"http://{host}:{settings.port}", keys))
     return 0
 
 
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args)
-    except ConfigurationError as exc:
+    except (ConfigurationError, CatalogUnavailable) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     return code

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
             if default_file.exists():
                 raw = default_file.read_text().strip()
             elif self.demo:
-                self.data_dir.mkdir(parents=True, exist_ok=True)
+                self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
                 raw = base64.b64encode(os.urandom(32)).decode()
                 fd = os.open(default_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w") as fh:

@@ -28,7 +28,9 @@ class Api:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    def request(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> httpx.Response:
+    def request(
+        self, method: str, path: str, key: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
         headers = dict(kwargs.pop("headers", {}) or {})
         if key is not None:
             headers["Authorization"] = f"Bearer {key}"

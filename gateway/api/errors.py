@@ -97,6 +97,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return JSONResponse(error_body("invalid_request", "body: not valid JSON"), 400)
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
         reason = str(first.get("msg", "invalid"))
         return JSONResponse(error_body("invalid_request", f"{where}: {reason}"), 400)

@@ -120,7 +120,11 @@ def read_collaboration(c: str, svc: Svc, caller: Caller) -> dict[str, Any]:
     },
 )
 async def upload(c: str, name: str, request: Request, svc: Svc, caller: Caller) -> dict[str, Any]:
-    """Stream the body to a private spool file, then validate, tokenise and store it."""
+    """Stream the body to a private spool file, then validate, tokenise and store it.
+
+    Who may upload is checked first, so a refused caller never gets a byte spooled to disk.
+    """
+    await run_in_threadpool(datasets.authorise_upload, svc, caller, c)
     fmt = format_of(request.headers.get("content-type"))
     limit = svc.settings.max_upload_bytes
     declared = request.headers.get("content-length")

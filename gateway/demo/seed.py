@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from gateway.config import ConfigurationError
 from gateway.demo.data import generate_demo_tables
 from gateway.domain.model import Principal
 from gateway.service import admin, datasets, policies
@@ -55,14 +56,15 @@ def seed_demo(
     """Seed the demo if it is not there yet; return the demo keys (DESIGN.md's shape).
 
     Raises:
-        RuntimeError: the demo exists but its keys file is gone (secrets are not recoverable).
+        ConfigurationError: the demo exists but its keys file is gone (secrets are not
+            recoverable), e.g. after an interrupted first start; the CLI reports it cleanly.
     """
     path = keys_path(services)
     if services.catalog.collaboration(COLLABORATION) is not None:
         if not path.exists():
-            raise RuntimeError(
-                f"the demo collaboration exists but {path} is missing; run `make clean` to "
-                "start over"
+            raise ConfigurationError(
+                f"the demo collaboration exists but {path} is missing; remove "
+                f"{services.settings.data_dir} (`make clean` for ./var) to start over"
             )
         keys: dict[str, Any] = json.loads(path.read_text())
         progress(f"demo: reusing the seeded state in {services.settings.data_dir}")
@@ -117,7 +119,7 @@ def seed_demo(
     return keys
 
 
-FIRST_PLAN = {
+FIRST_PLAN: dict[str, Any] = {
     "plan": {
         "from": "bigmart.loyalty",
         "join": ["acme.survey"],

@@ -107,9 +107,10 @@ def _resolve(ref: ColumnRef, datasets: tuple[DatasetPolicy, ...], field: str) ->
     hits = [(d, rule) for d, rule in found if rule is not None]
     if not hits:
         where = ref.dataset or " or ".join(d.id for d in candidates)
-        if any(ref.name == d.customer_key for d in candidates):
+        keyed = [d for d in candidates if ref.name == d.customer_key]
+        if keyed:
             raise PolicyViolation(
-                f"datasets.{candidates[0].id}.customer_key",
+                f"datasets.{keyed[0].id}.customer_key",
                 f"{field}: the customer key may only be used to join",
             )
         raise PolicyViolation(

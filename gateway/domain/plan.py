@@ -38,6 +38,9 @@ _OPS: dict[str, FilterOp] = {
     "not in": "not_in",
 }
 _MAX_VALUES = 10_000
+_I64 = (-(2**63), 2**63 - 1)  # int dimensions are stored as 64-bit integers
+# Release rows use this key to flag a withheld group; an output of that name would hide the flag.
+_RESERVED_NAMES = frozenset({"suppressed"})
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,8 @@ def _dataset_name(value: object, field: str) -> str:
 def _literal(value: object, field: str) -> str | int:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise InvalidRequest(f"{field}: filter values must be strings or integers")
+    if isinstance(value, int) and not _I64[0] <= value <= _I64[1]:
+        raise InvalidRequest(f"{field}: integer filter values must fit in 64 bits")
     return value
 
 
@@ -225,15 +230,27 @@ def parse_plan(raw: object) -> QueryPlan:
     names = [a.alias for a in aggregates] + [g.name for g in group_by]
     if len(set(names)) != len(names):
         raise InvalidRequest("plan.aggregates: every output name ('as') must be unique")
+    if _RESERVED_NAMES & set(names):
+        raise InvalidRequest(
+            f"plan.aggregates: {', '.join(sorted(_RESERVED_NAMES))} is a reserved output name"
+        )
     return QueryPlan(from_=from_, join=join, where=where, group_by=group_by, aggregates=aggregates)
+
+
+MIN_EPSILON = 1e-6  # below this the noise scale is astronomically large and useless
 
 
 def parse_epsilon(raw: object) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise InvalidRequest("epsilon: must be a number")
-    value = float(raw)
+    try:
+        value = float(raw)  # an int beyond float range raises OverflowError
+    except OverflowError:
+        raise InvalidRequest("epsilon: must be a finite number > 0") from None
     if not math.isfinite(value) or value <= 0:
         raise InvalidRequest("epsilon: must be a finite number > 0")
+    if value < MIN_EPSILON:
+        raise InvalidRequest(f"epsilon: must be at least {MIN_EPSILON:g}")
     return value
 
 

@@ -30,6 +30,7 @@ _DIMENSION_TYPES = ("string", "int")
 _MECHANISMS = ("laplace",)
 _PERIODS = ("month", "none")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+_I64 = (-(2**63), 2**63 - 1)  # int dimensions are stored as 64-bit integers
 
 
 def _check_name(value: object, path: str) -> str:
@@ -39,9 +40,15 @@ def _check_name(value: object, path: str) -> str:
 
 
 def _number(value: object, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidPolicy(path, "must be a finite number")
-    return float(value)
+    try:
+        number = float(value)  # an int beyond float range raises OverflowError
+    except OverflowError:
+        raise InvalidPolicy(path, "must be a finite number") from None
+    if not math.isfinite(number):
+        raise InvalidPolicy(path, "must be a finite number")
+    return number
 
 
 def _mapping(value: object, path: str) -> Mapping[str, Any]:
@@ -51,7 +58,7 @@ def _mapping(value: object, path: str) -> Mapping[str, Any]:
 
 
 def _no_unknown(obj: Mapping[str, Any], allowed: set[str], path: str) -> None:
-    unknown = sorted(set(obj) - allowed)
+    unknown = sorted(str(k) for k in set(obj) - allowed)  # YAML keys need not be strings
     if unknown:
         where = f"{path}.{unknown[0]}" if path else unknown[0]
         raise InvalidPolicy(where, f"unknown field (allowed: {', '.join(sorted(allowed))})")
@@ -130,11 +137,13 @@ class ColumnRule:
             if self.keys is not None:
                 if not self.keys:
                     raise InvalidPolicy("keys", "must list at least one key")
-                if len(set(self.keys)) != len(self.keys):
-                    raise InvalidPolicy("keys", "must not repeat a key")
                 want = int if self.type == "int" else str
                 if any(isinstance(k, bool) or not isinstance(k, want) for k in self.keys):
                     raise InvalidPolicy("keys", f"every key must be of type {self.type}")
+                if any(isinstance(k, int) and not _I64[0] <= k <= _I64[1] for k in self.keys):
+                    raise InvalidPolicy("keys", "integer keys must fit in 64 bits")
+                if len(set(self.keys)) != len(self.keys):
+                    raise InvalidPolicy("keys", "must not repeat a key")
         elif self.use != "hidden":
             raise InvalidPolicy("use", f"must be one of {list(_USES)}")
 
@@ -259,6 +268,8 @@ def _parse_dataset(dataset_id: str, raw: object, path: str) -> DatasetPolicy:
     for col, rule in raw_columns.items():
         if not isinstance(col, str) or not col:
             raise InvalidPolicy(f"{path}.columns", "column names must be non-empty strings")
+        if col.startswith("_"):
+            raise InvalidPolicy(f"{path}.columns.{col}", "names starting with '_' are reserved")
         if col == customer_key:
             raise InvalidPolicy(f"{path}.columns.{col}", "the customer key is not a column rule")
         columns[col] = _parse_column(col, rule, f"{path}.columns.{col}")
@@ -319,7 +330,12 @@ def parse_policy(raw: object) -> Policy:
     if not isinstance(raw_joins, list):
         raise InvalidPolicy("joins", "must be a list of [dataset, dataset] pairs")
     for i, pair in enumerate(raw_joins):
-        if not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1]:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(ds, str) for ds in pair)
+            or pair[0] == pair[1]
+        ):
             raise InvalidPolicy(f"joins[{i}]", "must be a pair of two different datasets")
         for ds in pair:
             if ds not in datasets:

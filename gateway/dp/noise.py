@@ -37,15 +37,21 @@ def discrete_laplace_halfwidth(scale: float, level: float = 0.95) -> int:
     """
     if scale <= 0:
         return 0
-    alpha = math.exp(-1.0 / scale)
-    tail = (1.0 - level) * (1.0 + alpha) / 2.0
-    t = math.ceil(-scale * math.log(tail)) - 1
-    # Guard against rounding in either direction at the boundary.
-    while t > 0 and 2 * alpha**t / (1 + alpha) <= 1.0 - level:
+    # Work with log α = -1/scale directly: α itself rounds towards 1 for large scales, and
+    # α**t then drifts so far that a step-by-one search would never end (ε is the analyst's).
+    log_alpha = -1.0 / scale
+    log_tail = math.log((1.0 - level) * (1.0 + math.exp(log_alpha)) / 2.0)
+
+    def covers(t: int) -> bool:
+        return (t + 1) * log_alpha <= log_tail
+
+    t = max(math.ceil(log_tail / log_alpha) - 1, 0)
+    # The division is exact to a few ulps, so one step either way absorbs the rounding.
+    if t > 0 and covers(t - 1):
         t -= 1
-    while 2 * alpha ** (t + 1) / (1 + alpha) > 1.0 - level:
+    elif not covers(t):
         t += 1
-    return max(t, 0)
+    return t
 
 
 def discrete_laplace_variance(scale: float) -> float:
@@ -53,7 +59,8 @@ def discrete_laplace_variance(scale: float) -> float:
     if scale <= 0:
         return 0.0
     alpha = math.exp(-1.0 / scale)
-    return 2.0 * alpha / (1.0 - alpha) ** 2
+    one_minus_alpha = -math.expm1(-1.0 / scale)  # 1 - α without cancellation at large scales
+    return 2.0 * alpha / one_minus_alpha / one_minus_alpha
 
 
 class LaplaceVector:

@@ -6,7 +6,7 @@ The SQL bounds each customer's contribution before anything is aggregated:
   rows), unless the ingest statistics show the bound already holds;
 * datasets are joined on the token only;
 * rows outside the public group-key domain are dropped;
-* measures are scaled to fixed point, rounded to integers and clamped to the policy bounds, so
+* measures are scaled to fixed point, clamped to the policy bounds and rounded to integers, so
   sums are exact integer sums whose sensitivity the policy fixes.
 
 Filter values travel as bound parameters, never spliced into the text.
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from gateway.domain.checker import CheckedQuery, ResolvedColumn
 
 TOKEN = "_token"
+_PICK = "_gateway_pick"  # per-row random number that picks which rows a customer keeps
 
 
 def quote(identifier: str) -> str:
@@ -81,21 +82,28 @@ def compile_query(checked: CheckedQuery, max_rows_seen: Mapping[str, int]) -> Co
         else:
             assert stat.column is not None
             ref = use(stat.column)
-            fixed = f"CAST(ROUND(CAST({ref} AS DOUBLE) * {stat.scale}) AS BIGINT)"
-            clamped = f"LEAST(GREATEST({fixed}, {stat.lo}), {stat.hi})"
-            stat_select.append(f"CAST(COALESCE(SUM({clamped}), 0) AS HUGEINT) AS {name}")
+            # Clamp before the cast: a large finite value would overflow BIGINT, failing the
+            # query after its budget was reserved (and DuckDB's error would echo the value).
+            scaled = f"CAST({ref} AS DOUBLE) * {stat.scale}"
+            clamped = f"LEAST(GREATEST({scaled}, {stat.lo}), {stat.hi})"
+            # An empty value of a nullable measure counts as 0 (GREATEST/LEAST would skip it).
+            fixed = f"CASE WHEN {ref} IS NULL THEN 0 ELSE CAST(ROUND({clamped}) AS BIGINT) END"
+            stat_select.append(f"CAST(COALESCE(SUM({fixed}), 0) AS HUGEINT) AS {name}")
         stat_names.append(name)
 
     ctes = []
     for ds in checked.datasets:
         cols = ", ".join([TOKEN, *(quote(c) for c in needed[ds.id])])
         bound = ds.max_rows_per_unit
+        source = tables[ds.id]
         qualify = ""
         if max_rows_seen.get(ds.id, bound + 1) > bound:
+            # DuckDB refuses a volatile window ORDER BY, so the random draw is made a column first.
+            source = f"(SELECT {cols}, random() AS {_PICK} FROM {source})"
             qualify = (
-                f" QUALIFY row_number() OVER (PARTITION BY {TOKEN} ORDER BY random()) <= {bound}"
+                f" QUALIFY row_number() OVER (PARTITION BY {TOKEN} ORDER BY {_PICK}) <= {bound}"
             )
-        ctes.append(f"{aliases[ds.id]} AS (SELECT {cols} FROM {tables[ds.id]}{qualify})")
+        ctes.append(f"{aliases[ds.id]} AS (SELECT {cols} FROM {source}{qualify})")
 
     first = aliases[checked.datasets[0].id]
     joins = "".join(

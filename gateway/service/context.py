@@ -78,7 +78,7 @@ def open_services(settings: Settings, clock: Callable[[], datetime] = utc_now) -
         ConfigurationError: when no usable master key is configured.
     """
     keyring = Keyring(settings.load_master_key())
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = Database(settings.catalog_path)
     catalog = Catalog(db)
     return Services(

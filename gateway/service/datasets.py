@@ -29,6 +29,17 @@ def _describe_columns(policy_ds: Any) -> dict[str, Any]:
     return columns
 
 
+def authorise_upload(services: Services, principal: Principal, collab_id: str) -> None:
+    """Refuse a caller who may not upload to ``collab_id``: called before the body is read.
+
+    Raises:
+        Forbidden: the key is not a contributor's.
+        NotFound: the caller's organisation is not a member (or no such collaboration).
+    """
+    require_role(principal, "contributor")
+    member_collaboration(services, principal, collab_id)
+
+
 def upload_dataset(
     services: Services, principal: Principal, collab_id: str, name: str, spooled: Path, fmt: str
 ) -> dict[str, Any]:
@@ -37,8 +48,7 @@ def upload_dataset(
     Nothing is stored unless every check passes; the encrypted file is written before the
     catalog row, so a crash in between leaves an orphan file but never a dangling version.
     """
-    require_role(principal, "contributor")
-    member_collaboration(services, principal, collab_id)
+    authorise_upload(services, principal, collab_id)
     dataset_id = f"{principal.org}.{name}"
     try:
         if not name or not all(c.isalnum() or c in "_-" for c in name):

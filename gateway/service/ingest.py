@@ -87,7 +87,8 @@ def _check_columns(names: list[str], policy: DatasetPolicy) -> None:
             f"column {unknown[0]!r} is not described by the policy for {policy.id} "
             f"(path datasets.{policy.id}.columns)"
         )
-    missing = [c for c in [policy.customer_key, *policy.columns] if c not in names]
+    required = [policy.customer_key, *(c for c, r in policy.columns.items() if r.use != "hidden")]
+    missing = [c for c in required if c not in names]
     if missing:
         raise InvalidDataset(f"column {missing[0]!r} is missing (policy dataset {policy.id})")
 
@@ -149,7 +150,7 @@ def ingest(
     names, batches = _batches(path, fmt, policy)
     _check_columns(names, policy)
     kept = [c for c, rule in policy.columns.items() if rule.use != "hidden"]
-    dropped = [c for c, rule in policy.columns.items() if rule.use == "hidden"]
+    dropped = [c for c, rule in policy.columns.items() if rule.use == "hidden" and c in names]
     out: list[pa.RecordBatch] = []
     try:
         for batch in batches:

@@ -71,15 +71,42 @@ def _audit(
     )
 
 
+# How ingest stores a column of each (use, type) of the policy (``gateway/service/ingest.py``).
+_STORED_TYPES = {
+    ("dimension", "string"): "string",
+    ("dimension", "int"): "int64",
+    ("measure", "float"): "double",
+    ("measure", "int"): "int64",
+}
+
+
 def _dataset_versions(
     services: Services, collab_id: str, checked: CheckedQuery
 ) -> dict[str, DatasetVersion]:
+    """The newest version of each dataset, checked to hold every column the query reads.
+
+    A policy may change after an upload (a new column, a type change, a hidden column made
+    usable); a stored version that does not fit is refused here, before any ε is reserved.
+    """
     latest = services.catalog.latest_datasets(collab_id)
     versions = {}
     for ds in checked.datasets:
         if ds.id not in latest:
             raise Conflict(f"dataset {ds.id!r} has no uploaded version yet")
         versions[ds.id] = latest[ds.id]
+    columns = [
+        *checked.group_by,
+        *(f.column for f in checked.filters),
+        *(s.column for s in checked.statistics if s.column is not None),
+    ]
+    for col in columns:
+        dv = versions[col.dataset]
+        if dv.schema.get(col.name) != _STORED_TYPES.get((col.rule.use, col.rule.type)):
+            raise Conflict(
+                f"dataset {col.dataset!r} version {dv.version} does not hold column "
+                f"{col.name!r} as the active policy describes it; its owner must upload a new "
+                "version"
+            )
     return versions
 
 
@@ -101,6 +128,8 @@ def run_query(
     the reservation; the same question (same plan, ε, policy and dataset versions) asked again
     returns the stored release at no cost; every outcome, refusals included, is audited.
     """
+    require_role(principal, "analyst")
+    member_collaboration(services, principal, collab_id)  # outsiders leave no audit entries
     request = version = policy = None
     datasets: list[str] = []
     try:

@@ -55,15 +55,25 @@ CREATE TABLE IF NOT EXISTS gateway_secrets (
 """
 
 
+class CatalogUnavailable(Exception):
+    """The catalog file cannot be opened (most often: another gateway holds its lock)."""
+
+
 class Database:
     """A DuckDB catalog file with a lock around every statement and transaction."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(
-            str(path),
-            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
-        )
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self._con = duckdb.connect(
+                str(path),
+                config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+            )
+        except duckdb.IOException:
+            raise CatalogUnavailable(
+                f"cannot open {path}: is another gateway running on this data directory?"
+            ) from None
+        path.chmod(0o600)
         self._lock = threading.RLock()
         with self._lock:
             self._con.execute("SET TimeZone = 'UTC'")

@@ -23,7 +23,7 @@ class DatasetFiles:
 
     def __init__(self, root: Path, keyring: Keyring, cache_size: int = 8) -> None:
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._keyring = keyring
         self._cache: OrderedDict[str, pa.Table] = OrderedDict()
         self._cache_size = cache_size
@@ -39,9 +39,9 @@ class DatasetFiles:
         pq.write_table(table, buffer, compression="zstd")
         wrapped, blob = self._keyring.seal(buffer.getvalue(), aad)
         path = self.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_suffix(".partial")
-        with open(tmp, "wb") as fh:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
             fh.write(blob)
             fh.flush()
             os.fsync(fh.fileno())

@@ -9,17 +9,49 @@ import gateway
 
 ROOT = Path(gateway.__file__).parent
 
-FORBIDDEN_IN_DOMAIN = ("fastapi", "starlette", "duckdb", "opendp", "httpx", "cryptography",
-                       "pyarrow", "gateway.api", "gateway.service", "gateway.store",
-                       "gateway.engine", "gateway.dp")
+FORBIDDEN_IN_DOMAIN = (
+    "fastapi",
+    "starlette",
+    "duckdb",
+    "opendp",
+    "httpx",
+    "cryptography",
+    "pyarrow",
+    "gateway.api",
+    "gateway.service",
+    "gateway.store",
+    "gateway.engine",
+    "gateway.dp",
+)
 RULES = {
     "domain": FORBIDDEN_IN_DOMAIN,
-    "dp": ("fastapi", "duckdb", "httpx", "gateway.api", "gateway.service", "gateway.store",
-           "gateway.engine"),
-    "engine": ("fastapi", "opendp", "httpx", "gateway.api", "gateway.service", "gateway.store",
-               "gateway.dp"),
-    "store": ("fastapi", "opendp", "httpx", "gateway.api", "gateway.service", "gateway.dp",
-              "gateway.engine"),
+    "dp": (
+        "fastapi",
+        "duckdb",
+        "httpx",
+        "gateway.api",
+        "gateway.service",
+        "gateway.store",
+        "gateway.engine",
+    ),
+    "engine": (
+        "fastapi",
+        "opendp",
+        "httpx",
+        "gateway.api",
+        "gateway.service",
+        "gateway.store",
+        "gateway.dp",
+    ),
+    "store": (
+        "fastapi",
+        "opendp",
+        "httpx",
+        "gateway.api",
+        "gateway.service",
+        "gateway.dp",
+        "gateway.engine",
+    ),
     "service": ("fastapi", "starlette", "gateway.api"),
 }
 
