@@ -10,7 +10,7 @@ from typing import Any
 from gateway.domain.errors import Conflict, InvalidRequest, NotFound
 from gateway.domain.model import ORG_KINDS, ROLES, Organisation, Principal, Role
 from gateway.service.access import KEY_PREFIX, member_collaboration, require_role
-from gateway.service.context import Services
+from gateway.service.context import Services, record
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -40,12 +40,11 @@ def create_org(
             raise Conflict(f"organisation {org_id!r} already exists")
         org = Organisation(org_id, name.strip(), kind)
         services.catalog.add_org(org, services.clock())
-    services.audit.append(
-        at=services.clock(),
-        collaboration=None,
-        actor_org=principal.org if principal else None,
-        actor_role=principal.role if principal else None,
-        action="org.created",
+    record(
+        services,
+        principal,
+        None,
+        "org.created",
         visible_to=(org_id,),
         details={"org": org_id, "kind": kind},
     )
@@ -69,12 +68,11 @@ def issue_key(
     secret = secrets.token_urlsafe(32)
     typed_role: Role = role
     services.catalog.add_key(key_id, org_id, typed_role, secret, services.clock())
-    services.audit.append(
-        at=services.clock(),
-        collaboration=None,
-        actor_org=principal.org if principal else None,
-        actor_role=principal.role if principal else None,
-        action="key.issued",
+    record(
+        services,
+        principal,
+        None,
+        "key.issued",
         visible_to=(org_id,),
         details={"key_id": key_id, "org": org_id, "role": role},
     )
@@ -108,12 +106,11 @@ def create_collaboration(
         services.catalog.add_collaboration(
             collab_id, name.strip(), tuple(sorted(members)), wrapped, services.clock()
         )
-    services.audit.append(
-        at=services.clock(),
-        collaboration=collab_id,
-        actor_org=principal.org,
-        actor_role=principal.role,
-        action="collaboration.created",
+    record(
+        services,
+        principal,
+        collab_id,
+        "collaboration.created",
         visible_to=tuple(members),
         details={"members": sorted(members), "name": name.strip()},
     )

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from gateway.config import Settings
+from gateway.domain.model import Principal
 from gateway.domain.policy import Policy
 from gateway.store.audit import AuditLog
 from gateway.store.catalog import Catalog
@@ -58,6 +60,27 @@ class Services:
                     wrapped, f"token-secret/{collab_id}".encode()
                 )
             return self.token_secrets[collab_id]
+
+
+def record(
+    services: Services,
+    actor: Principal | None,
+    collaboration: str | None,
+    action: str,
+    *,
+    visible_to: tuple[str, ...],
+    details: dict[str, Any],
+) -> None:
+    """Append an audit event by ``actor`` (None for the operator's offline commands)."""
+    services.audit.append(
+        at=services.clock(),
+        collaboration=collaboration,
+        actor_org=actor.org if actor else None,
+        actor_role=actor.role if actor else None,
+        action=action,
+        visible_to=visible_to,
+        details=details,
+    )
 
 
 def _signing_key(catalog: Catalog, keyring: Keyring) -> Ed25519PrivateKey:

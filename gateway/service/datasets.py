@@ -10,7 +10,7 @@ from gateway.domain.errors import GatewayError, InvalidRequest, PolicyViolation
 from gateway.domain.model import DatasetVersion, Principal
 from gateway.engine.runner import max_rows_per_customer
 from gateway.service.access import active_policy, member_collaboration, require_role
-from gateway.service.context import Services
+from gateway.service.context import Services, record
 from gateway.service.ingest import ingest
 
 
@@ -81,22 +81,20 @@ def upload_dataset(
             dv = replace(dv, wrapped_key=wrapped)
             services.catalog.add_dataset_version(dv)
     except GatewayError as exc:
-        services.audit.append(
-            at=services.clock(),
-            collaboration=collab_id,
-            actor_org=principal.org,
-            actor_role=principal.role,
-            action="dataset.rejected",
+        record(
+            services,
+            principal,
+            collab_id,
+            "dataset.rejected",
             visible_to=(principal.org,),
             details={"dataset": dataset_id, "code": exc.code, "message": exc.message},
         )
         raise
-    services.audit.append(
-        at=services.clock(),
-        collaboration=collab_id,
-        actor_org=principal.org,
-        actor_role=principal.role,
-        action="dataset.uploaded",
+    record(
+        services,
+        principal,
+        collab_id,
+        "dataset.uploaded",
         visible_to=(principal.org,),
         details={
             "dataset": dataset_id,

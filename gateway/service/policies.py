@@ -17,7 +17,7 @@ from gateway.domain.errors import Forbidden, InvalidPolicy, InvalidRequest
 from gateway.domain.model import Principal
 from gateway.domain.policy import Policy, parse_policy
 from gateway.service.access import active_policy, member_collaboration, require_role
-from gateway.service.context import Services
+from gateway.service.context import Services, record
 
 MAX_POLICY_BYTES = 256 * 1024
 
@@ -87,12 +87,11 @@ def put_policy(
     version = services.catalog.add_policy_version(
         collab_id, text, "active", principal.org, services.clock()
     )
-    services.audit.append(
-        at=services.clock(),
-        collaboration=collab_id,
-        actor_org=principal.org,
-        actor_role=principal.role,
-        action="policy.activated",
+    record(
+        services,
+        principal,
+        collab_id,
+        "policy.activated",
         visible_to=tuple(collab.members),
         details={"version": version, "previous": previous.version if previous else None},
     )

@@ -24,7 +24,7 @@ from gateway.engine.compiler import compile_query
 from gateway.engine.runner import run_exact
 from gateway.service.access import active_policy, member_collaboration, require_role
 from gateway.service.budget import budget_entry
-from gateway.service.context import Services
+from gateway.service.context import Services, record
 
 
 def _prepare(
@@ -53,12 +53,11 @@ def _audit(
     datasets: list[str],
     **details: Any,
 ) -> None:
-    services.audit.append(
-        at=services.clock(),
-        collaboration=collab_id,
-        actor_org=principal.org,
-        actor_role=principal.role,
-        action=action,
+    record(
+        services,
+        principal,
+        collab_id,
+        action,
         visible_to=_visible_to(principal, policy, datasets) if policy else (principal.org,),
         details={
             "plan": request.plan.canonical() if request else None,

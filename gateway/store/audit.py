@@ -20,6 +20,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.store.db import Database
 
 GENESIS = "0" * 64
+_COLUMNS = (
+    'seq, "at", collaboration, actor_org, actor_role, action, visible_to, details_json, '
+    "prev_hash, hash"
+)
 
 
 @dataclass(frozen=True)
@@ -131,11 +135,7 @@ class AuditLog:
         self, collaboration: str, visible_to: str | None, limit: int = 1000, after_seq: int = 0
     ) -> list[AuditEvent]:
         """Events of a collaboration, optionally only those visible to one organisation."""
-        sql = (
-            'SELECT seq, "at", collaboration, actor_org, actor_role, action, visible_to, '
-            "details_json, prev_hash, hash FROM audit_events WHERE collaboration = ? "
-            "AND seq > ?"
-        )
+        sql = f"SELECT {_COLUMNS} FROM audit_events WHERE collaboration = ? AND seq > ?"
         params: list[Any] = [collaboration, after_seq]
         if visible_to is not None:
             sql += " AND list_contains(visible_to, ?)"
@@ -151,10 +151,7 @@ class AuditLog:
 
     def verify(self) -> tuple[bool, int, int | None]:
         """Check every link and the signed head. Returns ``(ok, events, first_bad_seq)``."""
-        rows = self.db.execute(
-            'SELECT seq, "at", collaboration, actor_org, actor_role, action, visible_to, '
-            "details_json, prev_hash, hash FROM audit_events ORDER BY seq"
-        )
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM audit_events ORDER BY seq")
         prev, expected_seq = GENESIS, 1
         for r in rows:
             seq = int(r[0])
