@@ -25,7 +25,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check gateway clients tests
+	$(BIN)/ruff check gateway clients tests bench
+	$(BIN)/ruff format --check gateway clients tests bench
 	$(BIN)/mypy
 
 bench: install

@@ -87,8 +87,11 @@ def main() -> None:
         "warm_query_median_ms": round(statistics.median(warm_ms), 1),
         "warm_query_max_ms": round(max(warm_ms), 1),
         "replay_ms": round(float(timings["replay_ms"]), 1),  # type: ignore[arg-type]
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
     }
     out = ROOT / "bench" / "results" / "first_query.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
