@@ -6,7 +6,7 @@ HOST     ?= 127.0.0.1
 PORT     ?= 8000
 DATA_DIR ?= ./var
 
-.PHONY: install run test lint clean bench
+.PHONY: install run test lint clean bench bench-accuracy
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/first_query.py
+
+$(VENV)/.installed-bench: $(VENV)/.installed pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench-accuracy: $(VENV)/.installed-bench
+	$(BIN)/python bench/accuracy.py
 
 clean:
 	rm -rf $(DATA_DIR)

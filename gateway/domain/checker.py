@@ -2,9 +2,13 @@
 
 The checker is the single place where a plan meets the policy. It refuses any use the policy does
 not allow (naming the rule's path), resolves every column to its dataset and rule, fixes the
-public group-key domain, and derives the *statistics* the release needs: one noisy count vector
-and one noisy integer-sum vector per measured column. Sensitivities follow from the policy's
-bounds alone, never from the data.
+group-key domain (public keys, bucket labels, or DP partition selection for private keys), and
+derives the *statistics* the release needs with their sensitivities. Sensitivities follow from
+the policy's bounds alone, never from the data.
+
+Neighbouring inputs differ in one customer, who contributes at most ``rows_per_customer`` joined
+rows (the product of the datasets' ``max_rows_per_unit``) to at most ``groups_per_customer``
+groups. For a vector over groups that gives L1 ≤ rows, L∞ ≤ rows and L0 ≤ groups.
 
 Example:
     >>> checked = check_query(request, policy, analyst_org="acme")
@@ -17,10 +21,22 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
+from gateway.domain.budget import epsilon_to_rho
 from gateway.domain.errors import InvalidRequest, PolicyViolation, UnsupportedQuery
-from gateway.domain.plan import ColumnRef, FilterOp, QueryRequest
+from gateway.domain.plan import (
+    Bucket,
+    ColumnRef,
+    Filter,
+    FilterOp,
+    Predicate,
+    QueryRequest,
+)
 from gateway.domain.policy import ColumnRule, DatasetPolicy, Policy
+
+GroupKey = tuple[str | int, ...]
+QUANTILE_DENOMINATOR = 10_000  # q is used as a fraction a / 10000 in the integer score
 
 
 @dataclass(frozen=True)
@@ -47,12 +63,40 @@ class ResolvedFilter:
 
 
 @dataclass(frozen=True)
-class Statistic:
-    """One noisy vector over the group domain.
+class ResolvedBool:
+    op: str  # and | or | not
+    items: tuple[ResolvedPredicate, ...]
 
-    ``kind == "count"`` counts joined rows per group; ``kind == "sum"`` sums a measure clamped to
-    ``[lo, hi]`` in fixed point (``round(value * scale)``). ``sensitivity`` is the L1 sensitivity
-    of the whole vector in those integer units when one customer is added or removed.
+
+ResolvedPredicate = ResolvedFilter | ResolvedBool
+
+
+@dataclass(frozen=True)
+class ResolvedGroup:
+    """A group-by item: a dimension column, or a bucket (``CASE WHEN``) with its labels.
+
+    ``keys`` is the public key list, or None for a dimension released by partition selection.
+    """
+
+    name: str
+    keys: tuple[str | int, ...] | None
+    column: ResolvedColumn | None = None
+    cases: tuple[tuple[ResolvedPredicate, str], ...] = ()
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One noisy quantity per group.
+
+    * ``count``: rows per group (released by partition selection when groups are private);
+    * ``sum``: a measure clamped to ``[lo, hi]`` in fixed point (``round(value * scale)``);
+    * ``csum``: the same, centred on ``mid`` (a mean's lower-sensitivity numerator);
+    * ``histogram``: rows per group and bin (``edges``);
+    * ``quantile``: per group, the rank scores of ``candidates`` grid points (report noisy min).
+
+    ``sensitivity`` is the L1 sensitivity of the whole vector in integer units (for quantiles:
+    the L∞ sensitivity of one group's score vector); ``epsilon`` the share of the query's ε.
     """
 
     key: str
@@ -63,6 +107,16 @@ class Statistic:
     lo: int = 0
     hi: int = 0
     scale: int = 1
+    mid: int = 0
+    edges: tuple[float, ...] = ()
+    q: float | None = None
+    candidates: int = 0
+
+    @property
+    def grid_width(self) -> float:
+        """Step of a quantile's candidate grid, in value units."""
+        lo, hi = self.lo / self.scale, self.hi / self.scale
+        return (hi - lo) / self.candidates if hi > lo and self.candidates else 1.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +129,7 @@ class OutputColumn:
     sum: str | None
     bounds: tuple[float, float] | None = None
     scale: int = 1
+    q: float | None = None
 
 
 @dataclass(frozen=True)
@@ -82,18 +137,41 @@ class CheckedQuery:
     """A plan that passed the policy, with everything the engine and the DP layer need."""
 
     request: QueryRequest
+    epsilon: float
     datasets: tuple[DatasetPolicy, ...]
-    group_by: tuple[ResolvedColumn, ...]
-    filters: tuple[ResolvedFilter, ...]
-    group_keys: tuple[tuple[str | int, ...], ...]
+    group_by: tuple[ResolvedGroup, ...]
+    filters: tuple[ResolvedPredicate, ...]
+    group_keys: tuple[GroupKey, ...]  # the public domain; empty when private_groups
+    private_groups: bool
     statistics: tuple[Statistic, ...]
     outputs: tuple[OutputColumn, ...]
     rows_per_customer: int
+    groups_per_customer: int
     min_group_size: int
+    delta: float
+    measure: str = "epsilon"  # what the ledger composes: ε, or ρ under zCDP
+    loss: float = 0.0  # the query's privacy loss in that measure (ε itself in pure mode)
+
+    def columns_read(self) -> list[ResolvedColumn]:
+        """Every column the query reads: groups, filters, bucket conditions and measures."""
+
+        def of(p: ResolvedPredicate) -> list[ResolvedColumn]:
+            if isinstance(p, ResolvedFilter):
+                return [p.column]
+            return [c for item in p.items for c in of(item)]
+
+        columns = [c for p in self.filters for c in of(p)]
+        for g in self.group_by:
+            if g.column is not None:
+                columns.append(g.column)
+            columns += [c for when, _ in g.cases for c in of(when)]
+        columns += [s.column for s in self.statistics if s.column is not None]
+        return columns
 
     @property
-    def epsilon(self) -> float:
-        return self.request.epsilon
+    def l0(self) -> int:
+        """Most groups one customer can touch."""
+        return min(self.rows_per_customer, self.groups_per_customer) if self.group_by else 1
 
 
 def _resolve(ref: ColumnRef, datasets: tuple[DatasetPolicy, ...], field: str) -> ResolvedColumn:
@@ -135,12 +213,56 @@ def _require_use(col: ResolvedColumn, use: str, field: str, doing: str) -> None:
         )
 
 
-def check_query(request: QueryRequest, policy: Policy, analyst_org: str) -> CheckedQuery:
+def _resolve_predicate(
+    p: Predicate, used: tuple[DatasetPolicy, ...], field: str
+) -> ResolvedPredicate:
+    if isinstance(p, Filter):
+        col = _resolve(p.column, used, field)
+        _require_use(col, "dimension", field, "filtered on")
+        want = int if col.rule.type == "int" else str
+        if any(not isinstance(v, want) for v in p.values):
+            raise InvalidRequest(f"{field}.values: {col.name!r} holds {col.rule.type} values")
+        return ResolvedFilter(column=col, op=p.op, values=p.values)
+    return ResolvedBool(
+        p.op, tuple(_resolve_predicate(i, used, f"{field}.{p.op}") for i in p.items)
+    )
+
+
+def _resolve_group(
+    g: ColumnRef | Bucket, used: tuple[DatasetPolicy, ...], field: str
+) -> ResolvedGroup:
+    if isinstance(g, Bucket):
+        cases = tuple(
+            (_resolve_predicate(when, used, f"{field}.bucket[{i}].when"), label)
+            for i, (when, label) in enumerate(g.cases)
+        )
+        return ResolvedGroup(g.alias, g.labels, None, cases, g.default)
+    col = _resolve(g, used, field)
+    _require_use(col, "dimension", field, "grouped by")
+    return ResolvedGroup(col.name, col.rule.keys, col)
+
+
+def _grid_size(groups: int) -> int:
+    """Candidate grid points per group for quantiles: as fine as a total of about a million
+    candidates allows (report-noisy-max costs about 1 µs per candidate), 2^8 to 2^18 per group.
+
+    A grid step well below the data's own resolution (cents over [0, 2000] with 2^18 points)
+    makes the grid's rounding error negligible next to the mechanism's."""
+    target = max(256, min(2**18, 2**20 // max(groups, 1)))
+    return 1 << (target.bit_length() - 1)
+
+
+def check_query(
+    request: QueryRequest, policy: Policy, analyst_org: str, epsilon: float | None = None
+) -> CheckedQuery:
     """Check ``request`` against ``policy`` for an analyst of ``analyst_org``.
 
-    Guarantees: the result only names columns the policy allows for the use made of them; the
-    group domain is the public key list (so the release's shape does not depend on the data);
-    statistic sensitivities are bounds on one customer's influence given ``max_rows_per_unit``.
+    ``epsilon`` overrides the request's (accuracy-first requests have none of their own).
+
+    Guarantees: the result only names columns the policy allows for the use made of them; a
+    release's groups are the public keys or bucket labels, or pass DP partition selection, so
+    its shape does not depend on the data otherwise; statistic sensitivities bound one
+    customer's influence given ``max_rows_per_unit`` and ``max_groups_per_unit``.
 
     Raises:
         PolicyViolation: a use the policy does not allow; the message names the rule's path.
@@ -148,16 +270,18 @@ def check_query(request: QueryRequest, policy: Policy, analyst_org: str) -> Chec
         InvalidRequest: an ambiguous or unknown reference.
     """
     plan = request.plan
+    eps = epsilon if epsilon is not None else request.epsilon
+    if eps is None:
+        raise InvalidRequest("epsilon: required (or an accuracy target)")
     if analyst_org not in policy.budgets:
         raise PolicyViolation(
             f"budgets.{analyst_org}",
             f"organisation {analyst_org!r} has no query budget in this collaboration",
         )
-    if request.epsilon > policy.privacy.max_epsilon_per_query:
+    if eps > policy.privacy.max_epsilon_per_query:
         raise PolicyViolation(
             "privacy.max_epsilon_per_query",
-            f"epsilon {request.epsilon:g} is above the per-query cap "
-            f"{policy.privacy.max_epsilon_per_query:g}",
+            f"epsilon {eps:g} is above the per-query cap {policy.privacy.max_epsilon_per_query:g}",
         )
 
     datasets: list[DatasetPolicy] = []
@@ -172,48 +296,47 @@ def check_query(request: QueryRequest, policy: Policy, analyst_org: str) -> Chec
         if not policy.may_join(a, b):
             raise PolicyViolation("joins", f"the policy does not allow joining {a} with {b}")
     used = tuple(datasets)
-
-    group_by = []
-    for i, ref in enumerate(plan.group_by):
-        field = f"plan.group_by[{i}]"
-        col = _resolve(ref, used, field)
-        _require_use(col, "dimension", field, "grouped by")
-        if col.rule.keys is None:
-            raise UnsupportedQuery(
-                f"{field}: {col.name!r} has no public keys in the policy; grouping by private "
-                "keys (DP partition selection) is not available yet"
+    for dataset_id, column in request.join_on:
+        ds = policy.dataset(dataset_id)
+        if ds is None or column != ds.customer_key:
+            raise PolicyViolation(
+                f"datasets.{dataset_id}.customer_key",
+                f"joins match on the customer key only; {column!r} is not the customer key "
+                f"of {dataset_id}",
             )
-        group_by.append(col)
 
-    filters = []
-    for i, f in enumerate(plan.where):
-        field = f"plan.where[{i}]"
-        col = _resolve(f.column, used, field)
-        _require_use(col, "dimension", field, "filtered on")
-        want = int if col.rule.type == "int" else str
-        if any(not isinstance(v, want) for v in f.values):
-            raise InvalidRequest(f"{field}.values: {col.name!r} holds {col.rule.type} values")
-        filters.append(ResolvedFilter(column=col, op=f.op, values=f.values))
-
-    group_keys = tuple(itertools.product(*(c.rule.keys or () for c in group_by)))
+    group_by = tuple(
+        _resolve_group(g, used, f"plan.group_by[{i}]") for i, g in enumerate(plan.group_by)
+    )
+    filters = tuple(
+        _resolve_predicate(p, used, f"plan.where[{i}]") for i, p in enumerate(plan.where)
+    )
+    private_groups = any(g.keys is None for g in group_by)
+    group_keys: tuple[GroupKey, ...] = ()
     max_groups = policy.rules.max_groups_per_query
-    if len(group_keys) > max_groups:
-        raise PolicyViolation(
-            "rules.max_groups_per_query",
-            f"the query has {len(group_keys)} groups; the policy allows at most {max_groups}",
-        )
+    if not private_groups:
+        size = math.prod(len(g.keys or ()) for g in group_by)
+        if size > max_groups:
+            raise PolicyViolation(
+                "rules.max_groups_per_query",
+                f"the query has {size} groups; the policy allows at most {max_groups}",
+            )
+        group_keys = tuple(itertools.product(*(g.keys or () for g in group_by)))
 
     rows_per_customer = math.prod(d.max_rows_per_unit for d in used)
-    stat_cols: dict[str, ResolvedColumn | None] = {}
-    if policy.rules.min_group_size > 0:
-        # Suppression is decided on a noisy count, so one is always released.
-        stat_cols["count"] = None
-    outputs_raw: list[tuple[str, str, ResolvedColumn | None]] = []
+    groups_per_customer = min(d.max_groups_per_unit for d in used)
+    l0 = min(rows_per_customer, groups_per_customer) if group_by else 1
+
+    stat_cols: dict[str, tuple[str, ResolvedColumn | None, float | None]] = {}
+    if policy.rules.min_group_size > 0 or private_groups:
+        # Suppression and partition selection are decided on a noisy count.
+        stat_cols["count"] = ("count", None, None)
+    outputs_raw: list[tuple[str, str, ResolvedColumn | None, float | None]] = []
     for i, agg in enumerate(plan.aggregates):
         field = f"plan.aggregates[{i}]"
         if agg.fn == "count":
-            stat_cols.setdefault("count", None)
-            outputs_raw.append((agg.alias, agg.fn, None))
+            stat_cols.setdefault("count", ("count", None, None))
+            outputs_raw.append((agg.alias, agg.fn, None, None))
             continue
         assert agg.column is not None
         col = _resolve(agg.column, used, f"{field}.column")
@@ -224,44 +347,113 @@ def check_query(request: QueryRequest, policy: Policy, analyst_org: str) -> Chec
                 f"{field}: {agg.fn} of {col.name!r} is not allowed "
                 f"(allowed: {', '.join(col.rule.aggregates) or 'none'})",
             )
-        stat_cols.setdefault(f"sum:{col.dataset}.{col.name}", col)
-        if agg.fn == "mean":
-            stat_cols.setdefault("count", None)
-        outputs_raw.append((agg.alias, agg.fn, col))
+        ref = f"{col.dataset}.{col.name}"
+        if agg.fn == "sum":
+            stat_cols.setdefault(f"sum:{ref}", ("sum", col, None))
+        elif agg.fn == "mean":
+            stat_cols.setdefault(f"csum:{ref}", ("csum", col, None))
+            stat_cols.setdefault("count", ("count", None, None))
+        elif agg.fn == "histogram":
+            stat_cols.setdefault(f"histogram:{ref}", ("histogram", col, None))
+        else:
+            stat_cols.setdefault(f"quantile:{ref}:{agg.q}", ("quantile", col, agg.q))
+        outputs_raw.append((agg.alias, agg.fn, col, agg.q))
 
-    share = request.epsilon / len(stat_cols)
+    # ``epsilon`` below is the share of the query's loss in the policy's measure (ρ in zCDP).
+    loss = eps if policy.measure == "epsilon" else epsilon_to_rho(eps, policy.privacy.delta)
+    share = loss / len(stat_cols)
+    # Private groups: the count is unknown before selection; assume a few hundred.
+    expected_groups = max(len(group_keys), 1) if not private_groups else 256
     statistics = []
-    for key, measured in stat_cols.items():
+    for key, (kind, measured, q) in stat_cols.items():
         if measured is None:
             statistics.append(Statistic(key, "count", None, rows_per_customer, share))
             continue
-        assert measured.rule.bounds is not None
-        scale = measured.rule.scale
-        lo = math.ceil(measured.rule.bounds[0] * scale)
-        hi = math.floor(measured.rule.bounds[1] * scale)
-        sensitivity = rows_per_customer * max(abs(lo), abs(hi), 1)
-        statistics.append(Statistic(key, "sum", measured, sensitivity, share, lo, hi, scale))
+        rule = measured.rule
+        assert rule.bounds is not None
+        scale = rule.scale
+        lo = math.ceil(rule.bounds[0] * scale)
+        hi = math.floor(rule.bounds[1] * scale)
+        if kind == "sum":
+            sens = rows_per_customer * max(abs(lo), abs(hi), 1)
+            statistics.append(Statistic(key, kind, measured, sens, share, lo, hi, scale))
+        elif kind == "csum":
+            mid = (lo + hi) // 2
+            sens = rows_per_customer * max(hi - mid, mid - lo, 1)
+            statistics.append(Statistic(key, kind, measured, sens, share, lo, hi, scale, mid))
+        elif kind == "histogram":
+            statistics.append(
+                Statistic(
+                    key,
+                    kind,
+                    measured,
+                    rows_per_customer,
+                    share,
+                    lo,
+                    hi,
+                    scale,
+                    edges=rule.bins or (),
+                )
+            )
+        else:
+            assert q is not None
+            fraction = Fraction(q).limit_denominator(QUANTILE_DENOMINATOR)
+            num, den = fraction.numerator, fraction.denominator
+            sens = rows_per_customer * max(num, den - num)
+            # Each group's selection is a separate mechanism; a customer touches ≤ l0 groups.
+            statistics.append(
+                Statistic(
+                    key,
+                    kind,
+                    measured,
+                    sens,
+                    share / l0,
+                    lo,
+                    hi,
+                    scale,
+                    q=q,
+                    candidates=_grid_size(expected_groups),
+                )
+            )
 
     outputs = []
-    for alias, fn, out_col in outputs_raw:
+    for alias, fn, out_col, q in outputs_raw:
         if out_col is None:
             outputs.append(OutputColumn(alias, fn, count="count", sum=None))
-        else:
-            col = out_col
-            sum_key = f"sum:{col.dataset}.{col.name}"
-            count_key = "count" if fn == "mean" else None
-            outputs.append(
-                OutputColumn(alias, fn, count_key, sum_key, col.rule.bounds, col.rule.scale)
+            continue
+        ref = f"{out_col.dataset}.{out_col.name}"
+        stat = {
+            "sum": f"sum:{ref}",
+            "mean": f"csum:{ref}",
+            "histogram": f"histogram:{ref}",
+            "quantile": f"quantile:{ref}:{q}",
+        }[fn]
+        outputs.append(
+            OutputColumn(
+                alias,
+                fn,
+                "count" if fn == "mean" else None,
+                stat,
+                out_col.rule.bounds,
+                out_col.rule.scale,
+                q,
             )
+        )
 
     return CheckedQuery(
         request=request,
+        epsilon=eps,
         datasets=used,
-        group_by=tuple(group_by),
-        filters=tuple(filters),
+        group_by=group_by,
+        filters=filters,
         group_keys=group_keys,
+        private_groups=private_groups,
         statistics=tuple(statistics),
         outputs=tuple(outputs),
         rows_per_customer=rows_per_customer,
+        groups_per_customer=groups_per_customer,
         min_group_size=policy.rules.min_group_size,
+        delta=policy.privacy.delta,
+        measure=policy.measure,
+        loss=loss,
     )

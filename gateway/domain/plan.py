@@ -1,8 +1,9 @@
 """The canonical query plan: what an analyst asks, as frozen data.
 
-Parsing (JSON today, SQL later) yields a :class:`QueryPlan`; the policy checker, the cost model,
-the SQL compiler and the noise step each read it. A plan says nothing about noise or budget
-beyond the requested ``epsilon`` carried by :class:`QueryRequest`.
+Parsing (the JSON plan here, SQL in :mod:`gateway.domain.sql`) yields a :class:`QueryPlan`; the
+policy checker, the cost model, the SQL compiler and the noise step each read it. A plan says
+nothing about noise or budget beyond what :class:`QueryRequest` carries: ``epsilon``, or an
+``accuracy`` target from which the smallest sufficient ε is derived.
 
 Example:
     >>> request = parse_query_request({"plan": {"from": "bigmart.loyalty",
@@ -22,10 +23,10 @@ from typing import Any, Literal
 
 from gateway.domain.errors import InvalidRequest
 
-AggregateFn = Literal["count", "sum", "mean"]
-FilterOp = Literal["eq", "ne", "in", "not_in"]
+AggregateFn = Literal["count", "sum", "mean", "quantile", "histogram"]
+FilterOp = Literal["eq", "ne", "in", "not_in", "between"]
 
-_FNS = ("count", "sum", "mean")
+_FNS = ("count", "sum", "mean", "quantile", "median", "histogram")
 _OPS: dict[str, FilterOp] = {
     "eq": "eq",
     "=": "eq",
@@ -36,7 +37,12 @@ _OPS: dict[str, FilterOp] = {
     "in": "in",
     "not_in": "not_in",
     "not in": "not_in",
+    "between": "between",
 }
+_TYPED_FNS: dict[str, AggregateFn] = {
+    "count": "count", "sum": "sum", "mean": "mean", "quantile": "quantile",
+    "histogram": "histogram",
+}  # fmt: skip
 _MAX_VALUES = 10_000
 _I64 = (-(2**63), 2**63 - 1)  # int dimensions are stored as 64-bit integers
 # Release rows use this key to flag a withheld group; an output of that name would hide the flag.
@@ -75,10 +81,89 @@ class Filter:
 
 
 @dataclass(frozen=True)
+class BoolOp:
+    """``and`` / ``or`` over several predicates, or ``not`` of one."""
+
+    op: Literal["and", "or", "not"]
+    items: tuple[Predicate, ...]
+
+
+Predicate = Filter | BoolOp
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """``CASE WHEN`` over dimensions: the analyst's labels are the group's (public) keys.
+
+    Rows matching no case take ``default``; with no default they are left out.
+    """
+
+    alias: str
+    cases: tuple[tuple[Predicate, str], ...]
+    default: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.alias
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        labels = list(dict.fromkeys(label for _, label in self.cases))
+        if self.default is not None and self.default not in labels:
+            labels.append(self.default)
+        return tuple(labels)
+
+
+GroupItem = ColumnRef | Bucket
+
+
+@dataclass(frozen=True)
 class Aggregate:
+    """One output; ``q`` is the quantile for ``fn == "quantile"`` (a median is q = 0.5)."""
+
     fn: AggregateFn
     alias: str
     column: ColumnRef | None = None
+    q: float | None = None
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """A target instead of ε: the 95% (or ``confidence``) half-width of the outputs.
+
+    ``abs`` bounds every count, sum and histogram bin in its own units, and every mean at a
+    group of ``at_count`` customers. ``rel`` is for counts only: ``rel · at_count``.
+    """
+
+    abs: float | None = None
+    rel: float | None = None
+    at_count: int | None = None
+    confidence: float = 0.95
+
+    @property
+    def halfwidth(self) -> float:
+        if self.abs is not None:
+            return self.abs
+        assert self.rel is not None and self.at_count is not None
+        return self.rel * self.at_count
+
+
+def predicate_json(p: Predicate) -> dict[str, Any]:
+    if isinstance(p, Filter):
+        return {"column": str(p.column), "op": p.op, "values": list(p.values)}
+    if p.op == "not":
+        return {"not": predicate_json(p.items[0])}
+    return {p.op: [predicate_json(i) for i in p.items]}
+
+
+def group_json(g: GroupItem) -> str | dict[str, Any]:
+    if isinstance(g, ColumnRef):
+        return str(g)
+    return {
+        "bucket": [{"when": predicate_json(w), "then": label} for w, label in g.cases],
+        "else": g.default,
+        "as": g.alias,
+    }
 
 
 @dataclass(frozen=True)
@@ -87,8 +172,8 @@ class QueryPlan:
 
     from_: str
     join: tuple[str, ...]
-    where: tuple[Filter, ...]
-    group_by: tuple[ColumnRef, ...]
+    where: tuple[Predicate, ...]  # all must hold
+    group_by: tuple[GroupItem, ...]
     aggregates: tuple[Aggregate, ...]
 
     @property
@@ -100,12 +185,15 @@ class QueryPlan:
         return {
             "from": self.from_,
             "join": list(self.join),
-            "where": [
-                {"column": str(f.column), "op": f.op, "values": list(f.values)} for f in self.where
-            ],
-            "group_by": [str(c) for c in self.group_by],
+            "where": [predicate_json(p) for p in self.where],
+            "group_by": [group_json(g) for g in self.group_by],
             "aggregates": [
-                {"fn": a.fn, "as": a.alias, **({"column": str(a.column)} if a.column else {})}
+                {
+                    "fn": a.fn,
+                    "as": a.alias,
+                    **({"column": str(a.column)} if a.column else {}),
+                    **({"q": a.q} if a.q is not None else {}),
+                }
                 for a in self.aggregates
             ],
         }
@@ -113,13 +201,19 @@ class QueryPlan:
 
 @dataclass(frozen=True)
 class QueryRequest:
-    plan: QueryPlan
-    epsilon: float
-    sql: str | None = None
+    """A plan with either ``epsilon`` or an ``accuracy`` target (exactly one)."""
 
-    def fingerprint(self) -> str:
+    plan: QueryPlan
+    epsilon: float | None
+    sql: str | None = None
+    accuracy: Accuracy | None = None
+    join_on: tuple[tuple[str, str], ...] = ()  # (dataset, column) named by SQL's ON clauses
+
+    def fingerprint(self, epsilon: float | None = None) -> str:
         """Stable hash of what was asked: the same question asked again is a replay."""
-        body = json.dumps({"plan": self.plan.canonical(), "epsilon": self.epsilon}, sort_keys=True)
+        body = json.dumps(
+            {"plan": self.plan.canonical(), "epsilon": epsilon or self.epsilon}, sort_keys=True
+        )
         return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -148,13 +242,10 @@ def _literal(value: object, field: str) -> str | int:
     return value
 
 
-def _parse_filter(raw: object, i: int) -> Filter:
-    field = f"plan.where[{i}]"
-    if not isinstance(raw, Mapping):
-        raise InvalidRequest(f"{field}: must be an object {{column, op, value(s)}}")
+def _parse_filter(raw: Mapping[str, Any], field: str) -> Filter:
     op = _OPS.get(str(raw.get("op", "")).lower())
     if op is None:
-        raise InvalidRequest(f"{field}.op: must be one of eq, ne, in, not_in")
+        raise InvalidRequest(f"{field}.op: must be one of eq, ne, in, not_in, between")
     column = ColumnRef.parse(raw.get("column"), f"{field}.column")
     if op in ("eq", "ne"):
         if "value" in raw:
@@ -164,12 +255,77 @@ def _parse_filter(raw: object, i: int) -> Filter:
             if not isinstance(vals, list) or len(vals) != 1:
                 raise InvalidRequest(f"{field}.value: '{op}' needs one value")
             values = (_literal(vals[0], f"{field}.values"),)
+    elif op == "between":
+        vals = raw.get("values")
+        if not isinstance(vals, list) or len(vals) != 2:
+            raise InvalidRequest(f"{field}.values: 'between' needs [low, high]")
+        values = tuple(_literal(v, f"{field}.values") for v in vals)
+        if type(values[0]) is not type(values[1]):
+            raise InvalidRequest(f"{field}.values: 'between' bounds must be of one type")
     else:
         vals = raw.get("values")
         if not isinstance(vals, list) or not vals or len(vals) > _MAX_VALUES:
             raise InvalidRequest(f"{field}.values: '{op}' needs a list of 1..{_MAX_VALUES} values")
         values = tuple(_literal(v, f"{field}.values") for v in vals)
     return Filter(column=column, op=op, values=values)
+
+
+_MAX_DEPTH = 16
+
+
+def parse_predicate(raw: object, field: str, depth: int = 0) -> Predicate:
+    """A filter ``{column, op, value(s)}`` or ``{"and"|"or": [...]}`` or ``{"not": {...}}``."""
+    if not isinstance(raw, Mapping):
+        raise InvalidRequest(f"{field}: must be an object {{column, op, value(s)}}")
+    if depth > _MAX_DEPTH:
+        raise InvalidRequest(f"{field}: nested more than {_MAX_DEPTH} levels")
+    for op in ("and", "or"):
+        if op in raw:
+            items = raw[op]
+            if len(raw) != 1 or not isinstance(items, list) or not items:
+                raise InvalidRequest(f"{field}.{op}: must be the only key, with a non-empty list")
+            return BoolOp(
+                "and" if op == "and" else "or",
+                tuple(
+                    parse_predicate(x, f"{field}.{op}[{i}]", depth + 1) for i, x in enumerate(items)
+                ),
+            )
+    if "not" in raw:
+        if len(raw) != 1:
+            raise InvalidRequest(f"{field}.not: must be the only key")
+        return BoolOp("not", (parse_predicate(raw["not"], f"{field}.not", depth + 1),))
+    return _parse_filter(raw, field)
+
+
+def predicate_columns(p: Predicate) -> list[ColumnRef]:
+    if isinstance(p, Filter):
+        return [p.column]
+    return [c for item in p.items for c in predicate_columns(item)]
+
+
+def _parse_group(raw: object, field: str) -> GroupItem:
+    if not isinstance(raw, Mapping):
+        return ColumnRef.parse(raw, field)
+    unknown = sorted(set(raw) - {"bucket", "else", "as"})
+    if unknown or "bucket" not in raw:
+        raise InvalidRequest(f"{field}: a bucket is {{bucket: [{{when, then}}], else, as}}")
+    cases_raw = raw["bucket"]
+    if not isinstance(cases_raw, list) or not cases_raw or len(cases_raw) > 1000:
+        raise InvalidRequest(f"{field}.bucket: must list 1..1000 {{when, then}} cases")
+    cases = []
+    for i, case in enumerate(cases_raw):
+        where = f"{field}.bucket[{i}]"
+        if not isinstance(case, Mapping) or set(case) != {"when", "then"}:
+            raise InvalidRequest(f"{where}: must be {{when, then}}")
+        label = case["then"]
+        if not isinstance(label, str) or not label or len(label) > 200:
+            raise InvalidRequest(f"{where}.then: must be a label of 1..200 characters")
+        cases.append((parse_predicate(case["when"], f"{where}.when"), label))
+    default = raw.get("else")
+    if default is not None and (not isinstance(default, str) or not default):
+        raise InvalidRequest(f"{field}.else: must be a non-empty label or null")
+    alias = _identifier(raw.get("as"), f"{field}.as")
+    return Bucket(alias=alias, cases=tuple(cases), default=default)
 
 
 def _parse_aggregate(raw: object, i: int) -> Aggregate:
@@ -180,14 +336,23 @@ def _parse_aggregate(raw: object, i: int) -> Aggregate:
     if fn not in _FNS:
         raise InvalidRequest(f"{field}.fn: must be one of {', '.join(_FNS)}")
     column = None
+    q = None
     if fn == "count":
         if raw.get("column") not in (None, "*"):
             raise InvalidRequest(f"{field}.column: count counts customers' rows; give no column")
     else:
         column = ColumnRef.parse(raw.get("column"), f"{field}.column")
-    default_alias = fn if column is None else f"{fn}_{column.name}"
+    if fn == "median":
+        fn, q = "quantile", 0.5
+    elif fn == "quantile":
+        q_raw = raw.get("q")
+        if isinstance(q_raw, bool) or not isinstance(q_raw, int | float) or not 0 < q_raw < 1:
+            raise InvalidRequest(f"{field}.q: a quantile needs q strictly between 0 and 1")
+        q = float(q_raw)
+    name = str(raw.get("fn"))
+    default_alias = fn if column is None else f"{name}_{column.name}"
     alias = _identifier(raw.get("as", default_alias), f"{field}.as")
-    return Aggregate(fn=fn, alias=alias, column=column)
+    return Aggregate(fn=_TYPED_FNS[str(fn)], alias=alias, column=column, q=q)
 
 
 def parse_plan(raw: object) -> QueryPlan:
@@ -215,12 +380,12 @@ def parse_plan(raw: object) -> QueryPlan:
         raise InvalidRequest("plan.join: a dataset may appear only once")
     where_raw = raw.get("where", [])
     if not isinstance(where_raw, list):
-        raise InvalidRequest("plan.where: must be a list of filters")
-    where = tuple(_parse_filter(f, i) for i, f in enumerate(where_raw))
+        raise InvalidRequest("plan.where: must be a list of filters (all must hold)")
+    where = tuple(parse_predicate(f, f"plan.where[{i}]") for i, f in enumerate(where_raw))
     group_raw = raw.get("group_by", [])
     if not isinstance(group_raw, list):
-        raise InvalidRequest("plan.group_by: must be a list of column names")
-    group_by = tuple(ColumnRef.parse(g, f"plan.group_by[{i}]") for i, g in enumerate(group_raw))
+        raise InvalidRequest("plan.group_by: must be a list of column names or buckets")
+    group_by = tuple(_parse_group(g, f"plan.group_by[{i}]") for i, g in enumerate(group_raw))
     if len(set(group_by)) != len(group_by):
         raise InvalidRequest("plan.group_by: a column may appear only once")
     aggs_raw = raw.get("aggregates")
@@ -254,15 +419,67 @@ def parse_epsilon(raw: object) -> float:
     return value
 
 
-def parse_query_request(raw: object) -> QueryRequest:
-    """Parse ``{"plan": {...}, "epsilon": e}`` (the SQL front end is a later issue)."""
+def parse_accuracy(raw: object) -> Accuracy:
+    """``{"abs": 50}`` or ``{"rel": 0.05, "at_count": 1000}``, optional ``confidence``."""
     if not isinstance(raw, Mapping):
-        raise InvalidRequest("body: must be a JSON object with 'plan' and 'epsilon'")
-    if "sql" in raw and "plan" not in raw:
-        raise InvalidRequest("sql: the SQL front end is not available yet; send a 'plan'")
-    if "plan" not in raw:
-        raise InvalidRequest("plan: required")
-    unknown = sorted(set(raw) - {"plan", "epsilon"})
+        raise InvalidRequest("accuracy: must be an object {abs} or {rel, at_count}")
+    unknown = sorted(set(raw) - {"abs", "rel", "at_count", "confidence"})
     if unknown:
-        raise InvalidRequest(f"{unknown[0]}: unknown field (allowed: epsilon, plan)")
-    return QueryRequest(plan=parse_plan(raw["plan"]), epsilon=parse_epsilon(raw.get("epsilon")))
+        raise InvalidRequest(f"accuracy.{unknown[0]}: unknown field")
+
+    def positive(key: str) -> float | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise InvalidRequest(f"accuracy.{key}: must be a number > 0")
+        if not math.isfinite(value):
+            raise InvalidRequest(f"accuracy.{key}: must be finite")
+        return float(value)
+
+    absolute, rel = positive("abs"), positive("rel")
+    if (absolute is None) == (rel is None):
+        raise InvalidRequest("accuracy: give exactly one of abs or rel")
+    at_count = raw.get("at_count")
+    if at_count is not None and (
+        isinstance(at_count, bool) or not isinstance(at_count, int) or at_count < 1
+    ):
+        raise InvalidRequest("accuracy.at_count: must be a group size (an integer >= 1)")
+    if rel is not None and at_count is None:
+        raise InvalidRequest("accuracy.at_count: a relative target needs the group size")
+    confidence = raw.get("confidence", 0.95)
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+        raise InvalidRequest("accuracy.confidence: must be a number")
+    if not 0.5 <= confidence < 1:
+        raise InvalidRequest("accuracy.confidence: must be in [0.5, 1)")
+    return Accuracy(absolute, rel, at_count, float(confidence))
+
+
+def parse_query_request(raw: object) -> QueryRequest:
+    """Parse ``{"plan": {...} | "sql": "...", "epsilon": e | "accuracy": {...}}``.
+
+    Raises:
+        InvalidRequest: naming the field at fault (for SQL: the construct and its position).
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidRequest("body: must be a JSON object with 'plan' or 'sql', and 'epsilon'")
+    unknown = sorted(set(raw) - {"plan", "sql", "epsilon", "accuracy"})
+    if unknown:
+        raise InvalidRequest(f"{unknown[0]}: unknown field (allowed: accuracy, epsilon, plan, sql)")
+    if ("plan" in raw) == ("sql" in raw):
+        raise InvalidRequest("plan: give exactly one of 'plan' or 'sql'")
+    if ("epsilon" in raw) == ("accuracy" in raw):
+        raise InvalidRequest("epsilon: give exactly one of 'epsilon' or 'accuracy'")
+    epsilon = parse_epsilon(raw["epsilon"]) if "epsilon" in raw else None
+    accuracy = parse_accuracy(raw["accuracy"]) if "accuracy" in raw else None
+    if "sql" in raw:
+        from gateway.domain.sql import parse_sql_query
+
+        sql = raw["sql"]
+        if not isinstance(sql, str) or not sql.strip() or len(sql) > 100_000:
+            raise InvalidRequest("sql: must be a non-empty SQL text of at most 100,000 characters")
+        plan, join_on = parse_sql_query(sql)
+        return QueryRequest(
+            plan=plan, epsilon=epsilon, sql=sql, accuracy=accuracy, join_on=tuple(join_on)
+        )
+    return QueryRequest(plan=parse_plan(raw["plan"]), epsilon=epsilon, accuracy=accuracy)

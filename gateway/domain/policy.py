@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.domain.budget import epsilon_to_rho, rho_to_epsilon
 from gateway.domain.errors import InvalidPolicy
 
 Use = Literal["dimension", "measure", "hidden"]
@@ -24,10 +25,10 @@ MeasureAggregate = Literal["sum", "mean", "quantile"]
 Period = Literal["month", "none"]
 
 _USES = ("dimension", "measure", "hidden")
-_MEASURE_AGGREGATES = ("sum", "mean", "quantile")
+_MEASURE_AGGREGATES = ("sum", "mean", "quantile", "histogram")
 _MEASURE_TYPES = ("int", "float")
 _DIMENSION_TYPES = ("string", "int")
-_MECHANISMS = ("laplace",)
+_MECHANISMS = ("laplace", "gaussian")
 _PERIODS = ("month", "none")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 _I64 = (-(2**63), 2**63 - 1)  # int dimensions are stored as 64-bit integers
@@ -79,14 +80,21 @@ class PrivacySettings:
             raise InvalidPolicy("privacy.max_epsilon_per_query", "must be > 0")
         if not 0 <= self.delta < 1:
             raise InvalidPolicy("privacy.delta", "must be in [0, 1)")
+        if self.mechanism == "gaussian" and self.delta <= 0:
+            raise InvalidPolicy("privacy.delta", "mechanism gaussian (zCDP) needs delta > 0")
 
 
 @dataclass(frozen=True)
 class Budget:
-    """ε available to one analyst organisation per period."""
+    """Privacy loss available to one analyst organisation per period.
+
+    ``epsilon`` always holds the ε (or, in zCDP mode, the (ε, δ) equivalent); ``rho`` is the
+    zCDP budget, set when the policy gives it (``mechanism: gaussian``).
+    """
 
     epsilon: float
     period: Period = "month"
+    rho: float | None = None
 
     def __post_init__(self) -> None:
         if not self.epsilon >= 0 or not math.isfinite(self.epsilon):
@@ -110,6 +118,7 @@ class ColumnRule:
     bounds: tuple[float, float] | None = None
     aggregates: tuple[str, ...] = ()
     nullable: bool = False
+    bins: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.use == "measure":
@@ -127,6 +136,14 @@ class ColumnRule:
             for fn in self.aggregates:
                 if fn not in _MEASURE_AGGREGATES:
                     raise InvalidPolicy("aggregates", f"must be among {list(_MEASURE_AGGREGATES)}")
+            if self.bins is not None:
+                edges = self.bins
+                if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                    raise InvalidPolicy("bins", "must be at least two strictly increasing edges")
+                if edges[0] < lo or edges[-1] > hi:
+                    raise InvalidPolicy("bins", "edges must lie within the bounds")
+            if "histogram" in self.aggregates and self.bins is None:
+                raise InvalidPolicy("bins", "a histogram needs bins [edge, edge, ...]")
         elif self.use == "dimension":
             if self.type not in _DIMENSION_TYPES:
                 raise InvalidPolicy(
@@ -169,6 +186,7 @@ class DatasetPolicy:
     columns: Mapping[str, ColumnRule]
     kind: Literal["customer", "aggregate"] = "customer"
     max_rows_per_unit: int = 1
+    max_groups_per_unit: int = 1
 
     @property
     def name(self) -> str:
@@ -196,6 +214,20 @@ class Policy:
     rules: Rules = field(default_factory=Rules)
 
     @property
+    def measure(self) -> str:
+        """What the ledger composes: ``epsilon`` (pure DP) or ``rho`` (zCDP, gaussian)."""
+        return "rho" if self.privacy.mechanism == "gaussian" else "epsilon"
+
+    def budget_total(self, org: str) -> float:
+        """The organisation's budget in the policy's measure."""
+        budget = self.budgets[org]
+        if self.measure == "epsilon":
+            return budget.epsilon
+        if budget.rho is not None:
+            return budget.rho
+        return epsilon_to_rho(budget.epsilon, self.privacy.delta)
+
+    @property
     def owners(self) -> frozenset[str]:
         return frozenset(d.owner for d in self.datasets.values())
 
@@ -208,7 +240,7 @@ class Policy:
 
 def _parse_column(name: str, raw: object, path: str) -> ColumnRule:
     obj = _mapping(raw, path)
-    _no_unknown(obj, {"use", "type", "keys", "bounds", "aggregates", "nullable"}, path)
+    _no_unknown(obj, {"use", "type", "keys", "bounds", "aggregates", "nullable", "bins"}, path)
     use = obj.get("use")
     if use not in _USES:
         raise InvalidPolicy(f"{path}.use", f"must be one of {list(_USES)}")
@@ -227,6 +259,11 @@ def _parse_column(name: str, raw: object, path: str) -> ColumnRule:
     nullable = obj.get("nullable", False)
     if not isinstance(nullable, bool):
         raise InvalidPolicy(f"{path}.nullable", "must be true or false")
+    bins = obj.get("bins")
+    if bins is not None:
+        if not isinstance(bins, list) or len(bins) > 1000:
+            raise InvalidPolicy(f"{path}.bins", "must be a list of at most 1000 edges")
+        bins = tuple(_number(b, f"{path}.bins") for b in bins)
     try:
         return ColumnRule(
             name=name,
@@ -236,6 +273,7 @@ def _parse_column(name: str, raw: object, path: str) -> ColumnRule:
             bounds=bounds,
             aggregates=tuple(aggregates),
             nullable=nullable,
+            bins=bins,
         )
     except InvalidPolicy as exc:
         raise InvalidPolicy(f"{path}.{exc.path}", exc.message.split(": ", 1)[-1]) from None
@@ -243,7 +281,11 @@ def _parse_column(name: str, raw: object, path: str) -> ColumnRule:
 
 def _parse_dataset(dataset_id: str, raw: object, path: str) -> DatasetPolicy:
     obj = _mapping(raw, path)
-    _no_unknown(obj, {"owner", "customer_key", "columns", "kind", "max_rows_per_unit"}, path)
+    _no_unknown(
+        obj,
+        {"owner", "customer_key", "columns", "kind", "max_rows_per_unit", "max_groups_per_unit"},
+        path,
+    )
     if dataset_id.count(".") != 1:
         raise InvalidPolicy(path, "a dataset is named <owner>.<name>")
     owner_part, name_part = dataset_id.split(".")
@@ -261,6 +303,13 @@ def _parse_dataset(dataset_id: str, raw: object, path: str) -> DatasetPolicy:
     max_rows = obj.get("max_rows_per_unit", 1)
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or not 1 <= max_rows <= 1000:
         raise InvalidPolicy(f"{path}.max_rows_per_unit", "must be an integer in [1, 1000]")
+    max_groups = obj.get("max_groups_per_unit", 1)
+    if (
+        isinstance(max_groups, bool)
+        or not isinstance(max_groups, int)
+        or not 1 <= max_groups <= 1000
+    ):
+        raise InvalidPolicy(f"{path}.max_groups_per_unit", "must be an integer in [1, 1000]")
     raw_columns = _mapping(obj.get("columns"), f"{path}.columns")
     if not raw_columns:
         raise InvalidPolicy(f"{path}.columns", "must describe at least one column")
@@ -280,6 +329,7 @@ def _parse_dataset(dataset_id: str, raw: object, path: str) -> DatasetPolicy:
         columns=columns,
         kind=kind,
         max_rows_per_unit=max_rows,
+        max_groups_per_unit=max_groups,
     )
 
 
@@ -308,12 +358,23 @@ def parse_policy(raw: object) -> Policy:
         path = f"budgets.{org}"
         _check_name(org, path)
         b = _mapping(raw_budget, path)
-        _no_unknown(b, {"epsilon", "period"}, path)
+        _no_unknown(b, {"epsilon", "rho", "period"}, path)
+        if ("epsilon" in b) == ("rho" in b):
+            raise InvalidPolicy(path, "give exactly one of epsilon or rho")
+        rho = None
+        if "rho" in b:
+            if privacy.mechanism != "gaussian":
+                raise InvalidPolicy(f"{path}.rho", "a rho budget needs mechanism: gaussian")
+            rho = _number(b["rho"], f"{path}.rho")
+            if rho < 0:
+                raise InvalidPolicy(f"{path}.rho", "must be >= 0")
+            if privacy.delta <= 0:
+                raise InvalidPolicy("privacy.delta", "zCDP budgets need delta > 0")
+            epsilon = rho_to_epsilon(rho, privacy.delta)
+        else:
+            epsilon = _number(b.get("epsilon"), f"{path}.epsilon")
         try:
-            budgets[org] = Budget(
-                epsilon=_number(b.get("epsilon"), f"{path}.epsilon"),
-                period=b.get("period", "month"),
-            )
+            budgets[org] = Budget(epsilon=epsilon, period=b.get("period", "month"), rho=rho)
         except InvalidPolicy as exc:
             raise InvalidPolicy(path, exc.message.split(": ", 1)[-1]) from None
 

@@ -4,86 +4,163 @@
 certified cost *without touching data*; :func:`release_rows` draws the noise. The service layer
 reserves the cost between the two calls.
 
-Intervals: counts and sums get the exact discrete-Laplace interval (coverage ≥ 95%). A mean is
-``noisy sum / noisy count``, clamped to the measure's bounds. Its interval linearises the ratio
-and adds the two exact half-widths, ``(h_sum / scale + |mean| · h_count) / noisy count``, and is
-clamped to the bounds as well. A normal (delta-method) interval would under-cover: the sum's
-noise usually dominates and is Laplace, whose ``±1.96σ`` covers only about 93.7%.
+Groups: the public key domain (empty groups included), or, for private keys, the groups that
+pass DP partition selection on their noisy count. Intervals: counts, sums and histogram bins
+get the exact discrete-Laplace interval (coverage ≥ 95%). A mean is ``centre + noisy centred
+sum / noisy count`` (the centred sum has half the sensitivity of a plain sum when the bounds
+are ``[0, hi]``), clamped to the bounds; its interval linearises the ratio and adds the two
+exact half-widths, ``(h_sum / scale + |mean - centre| · h_count) / noisy count`` (a normal
+interval would under-cover: the sum's Laplace noise usually dominates). A quantile is a grid
+point chosen by the exponential mechanism; its interval is not derived (``ci95`` is null) but
+``rank_error95`` bounds how far, in rows, its rank is from ``q · n`` with 95% probability.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.domain.checker import CheckedQuery, OutputColumn
-from gateway.dp.noise import LaplaceVector
+from gateway.domain.budget import QueryCost
+from gateway.domain.cells import ExactCells
+from gateway.domain.checker import CheckedQuery, OutputColumn, Statistic
+from gateway.dp.noise import VectorMechanism, vector_mechanism
+from gateway.dp.selection import PartitionSelection, QuantileSelector, group_label
 
 GroupKey = tuple[str | int, ...]
 
 
+Mechanism = VectorMechanism | PartitionSelection | QuantileSelector
+
+
 @dataclass(frozen=True)
 class NoisePlan:
-    """The mechanisms of one query, keyed by statistic; ``cost`` is the ε to reserve."""
+    """The mechanisms of one query, keyed by statistic; :attr:`cost` is what to reserve."""
 
-    mechanisms: Mapping[str, LaplaceVector]
+    mechanisms: Mapping[str, Mechanism]
+    l0: int
+    measure: str = "epsilon"
+    policy_delta: float = 0.0
 
     @property
-    def cost(self) -> float:
-        return sum(m.cost for m in self.mechanisms.values())
+    def loss(self) -> float:
+        """Certified privacy loss in the policy's measure (ε, or ρ under zCDP)."""
+        total = 0.0
+        for m in self.mechanisms.values():
+            if isinstance(m, PartitionSelection):
+                total += m.cost[0]
+            elif isinstance(m, QuantileSelector):
+                total += m.cost * self.l0  # one selection per group; a customer touches ≤ l0
+            else:
+                total += m.cost
+        return total
+
+    @property
+    def delta(self) -> float:
+        return sum(m.cost[1] for m in self.mechanisms.values() if isinstance(m, PartitionSelection))
+
+    @property
+    def epsilon(self) -> float:
+        """The loss as ε (the (ε, δ) equivalent at the policy's δ under zCDP)."""
+        return self.cost.epsilon
+
+    @property
+    def cost(self) -> QueryCost:
+        if self.measure == "rho":
+            return QueryCost.zcdp(self.loss, self.policy_delta, self.delta)
+        return QueryCost.pure(self.loss, self.delta)
+
+    def laplace(self, key: str) -> VectorMechanism | PartitionSelection:
+        """A count, sum or histogram mechanism (Laplace or Gaussian, or partition selection)."""
+        mech = self.mechanisms[key]
+        assert not isinstance(mech, QuantileSelector)
+        return mech
 
 
 def plan_noise(checked: CheckedQuery) -> NoisePlan:
     """Build the mechanisms for ``checked``; reads no data and draws no noise."""
-    return NoisePlan({s.key: LaplaceVector(s.sensitivity, s.epsilon) for s in checked.statistics})
+    mechanisms: dict[str, Mechanism] = {}
+    measure = checked.measure
+    for s in checked.statistics:
+        if s.kind == "count" and checked.private_groups:
+            mechanisms[s.key] = PartitionSelection(
+                checked.l0,
+                checked.rows_per_customer,
+                s.epsilon,
+                checked.delta,
+                checked.min_group_size,
+                measure,
+            )
+        elif s.kind == "quantile":
+            assert s.q is not None
+            mechanisms[s.key] = QuantileSelector(
+                s.q, s.sensitivity, s.epsilon, s.candidates, measure
+            )
+        else:
+            mechanisms[s.key] = vector_mechanism(measure, s.sensitivity, s.epsilon)
+    return NoisePlan(mechanisms, checked.l0, measure, checked.delta)
 
 
 def _number(value: float, scale: int) -> float | int:
     return int(value) if scale == 1 and float(value).is_integer() else round(value, 6)
 
 
-def _cell(value: float, lo: float, hi: float, scale: int) -> dict[str, Any]:
-    return {"value": _number(value, scale), "ci95": [_number(lo, scale), _number(hi, scale)]}
+def _cell(value: float, half: float, scale: int) -> dict[str, Any]:
+    return {
+        "value": _number(value, scale),
+        "ci95": [_number(value - half, scale), _number(value + half, scale)],
+    }
 
 
 def _mean_cell(
-    out: OutputColumn,
-    noisy_sum: int,
-    noisy_count: int,
-    sum_mech: LaplaceVector,
-    count_mech: LaplaceVector,
+    out: OutputColumn, stat: Statistic, noisy_csum: int, noisy_count: int, noise: NoisePlan
 ) -> dict[str, Any]:
-    assert out.bounds is not None
+    assert out.bounds is not None and out.sum is not None and out.count is not None
     lo, hi = out.bounds
+    centre = stat.mid / out.scale
     if noisy_count < 1:
-        return {"value": round((lo + hi) / 2, 6), "ci95": [lo, hi]}
-    mean = min(max(noisy_sum / out.scale / noisy_count, lo), hi)
-    half = (sum_mech.halfwidth95 / out.scale + abs(mean) * count_mech.halfwidth95) / noisy_count
+        return {"value": round(centre, 6), "ci95": [lo, hi]}
+    offset = noisy_csum / out.scale / noisy_count
+    mean = min(max(centre + offset, lo), hi)
+    s, c = noise.laplace(out.sum), noise.laplace(out.count)
+    half = (s.halfwidth95 / out.scale + abs(mean - centre) * c.halfwidth95) / noisy_count
     return {
         "value": round(mean, 6),
         "ci95": [round(max(lo, mean - half), 6), round(min(hi, mean + half), 6)],
     }
 
 
+def _statistic(checked: CheckedQuery, key: str) -> Statistic:
+    return next(s for s in checked.statistics if s.key == key)
+
+
 def expected_halfwidths(checked: CheckedQuery, noise: NoisePlan) -> list[dict[str, Any]]:
     """Expected 95% half-widths per output, from the mechanisms alone (spends nothing).
 
     A mean's width depends on its group's size, so it is given for several sizes, assuming the
-    worst case for the mean's value.
+    worst case for the mean's value; a quantile's accuracy is given as a rank error in rows.
     """
     result = []
     for out in checked.outputs:
         entry: dict[str, Any] = {"as": out.alias, "fn": out.fn}
         if out.fn == "count":
-            entry["ci95_halfwidth"] = noise.mechanisms["count"].halfwidth95
-        elif out.fn == "sum":
+            entry["ci95_halfwidth"] = noise.laplace("count").halfwidth95
+        elif out.fn in ("sum", "histogram"):
             assert out.sum is not None
-            entry["ci95_halfwidth"] = noise.mechanisms[out.sum].halfwidth95 / out.scale
+            entry["ci95_halfwidth"] = noise.laplace(out.sum).halfwidth95 / (
+                out.scale if out.fn == "sum" else 1
+            )
+        elif out.fn == "quantile":
+            assert out.sum is not None
+            mech = noise.mechanisms[out.sum]
+            assert isinstance(mech, QuantileSelector)
+            entry["rank_error95"] = round(mech.rank_error95, 3)
+            entry["grid_step"] = _statistic(checked, out.sum).grid_width
         else:
             assert out.sum is not None and out.count is not None and out.bounds is not None
-            s, c = noise.mechanisms[out.sum], noise.mechanisms[out.count]
-            worst = max(abs(out.bounds[0]), abs(out.bounds[1]))
+            s, c = noise.laplace(out.sum), noise.laplace(out.count)
+            stat = _statistic(checked, out.sum)
+            worst = max(stat.hi - stat.mid, stat.mid - stat.lo) / out.scale
             entry["ci95_halfwidth_at_group_size"] = {
                 str(n): round(
                     min(
@@ -95,28 +172,58 @@ def expected_halfwidths(checked: CheckedQuery, noise: NoisePlan) -> list[dict[st
                 for n in (100, 1_000, 10_000, 100_000)
             }
         result.append(entry)
+    if checked.private_groups:
+        count = noise.mechanisms["count"]
+        assert isinstance(count, PartitionSelection)
+        result.append(
+            {"partition_selection": {"threshold": count.threshold, "delta": count.cost[1]}}
+        )
     return result
 
 
+def _groups(
+    checked: CheckedQuery, noise: NoisePlan, exact: ExactCells
+) -> tuple[list[GroupKey], dict[str, list[int]]]:
+    """The released groups and, for private keys, their noisy counts (already drawn)."""
+    if not checked.private_groups:
+        return list(checked.group_keys), {}
+    selection = noise.mechanisms["count"]
+    assert isinstance(selection, PartitionSelection)
+    labelled = {group_label(k): k for k in exact.scalars}
+    kept = selection.release({label: exact.scalars[k]["count"] for label, k in labelled.items()})
+    keys = sorted((labelled[label] for label in kept), key=lambda k: [str(v) for v in k])
+    return keys, {"count": [kept[group_label(k)] for k in keys]}
+
+
 def release_rows(
-    checked: CheckedQuery,
-    noise: NoisePlan,
-    exact: Mapping[GroupKey, Mapping[str, int]],
+    checked: CheckedQuery, noise: NoisePlan, exact: ExactCells
 ) -> list[dict[str, Any]]:
-    """Draw noise for every group of the public key domain and format the release rows.
+    """Draw noise for every released group and format the release rows.
 
-    ``exact`` maps a group key to its exact statistic cells; groups absent from it are empty
-    (zeros). Exact values never leave this function: only noisy values and intervals do. A group
-    whose *noisy* count is below ``min_group_size`` is kept, flagged ``suppressed``, with null
-    values.
+    Groups absent from ``exact`` are empty (zeros). Exact values never leave this function: only
+    noisy values and intervals do. A public group whose *noisy* count is below
+    ``min_group_size`` is kept, flagged ``suppressed``, with null values; a private group under
+    the threshold is not released at all (and not counted).
     """
-    keys: Sequence[GroupKey] = checked.group_keys
-    noisy: dict[str, list[int]] = {}
+    keys, noisy = _groups(checked, noise, exact)
+    histograms: dict[str, list[list[int]]] = {}
     for stat in checked.statistics:
-        cells = [int(exact.get(k, {}).get(stat.key, 0)) for k in keys]
-        noisy[stat.key] = noise.mechanisms[stat.key].release(cells)
+        if stat.key in noisy or stat.kind == "quantile":
+            continue
+        mech = noise.mechanisms[stat.key]
+        assert not isinstance(mech, PartitionSelection | QuantileSelector)
+        if stat.kind == "histogram":
+            width = len(stat.edges) - 1
+            per_group = exact.bins.get(stat.key, {})
+            cells = [per_group.get(k, {}).get(b, 0) for k in keys for b in range(width)]
+            flat = mech.release(cells)
+            histograms[stat.key] = [flat[i * width : (i + 1) * width] for i in range(len(keys))]
+        else:
+            noisy[stat.key] = mech.release(
+                [exact.scalars.get(k, {}).get(stat.key, 0) for k in keys]
+            )
 
-    names = [c.name for c in checked.group_by]
+    names = [g.name for g in checked.group_by]
     rows: list[dict[str, Any]] = []
     for i, key in enumerate(keys):
         row: dict[str, Any] = dict(zip(names, key, strict=True))
@@ -128,24 +235,40 @@ def release_rows(
             rows.append(row)
             continue
         for out in checked.outputs:
-            if out.fn == "count":
-                half = noise.mechanisms["count"].halfwidth95
-                assert count is not None
-                row[out.alias] = _cell(count, count - half, count + half, 1)
-            elif out.fn == "sum":
-                assert out.sum is not None
-                mech = noise.mechanisms[out.sum]
-                total = noisy[out.sum][i] / out.scale
-                spread = mech.halfwidth95 / out.scale
-                row[out.alias] = _cell(total, total - spread, total + spread, out.scale)
-            else:
-                assert out.sum is not None and out.count is not None and count is not None
-                row[out.alias] = _mean_cell(
-                    out,
-                    noisy[out.sum][i],
-                    count,
-                    noise.mechanisms[out.sum],
-                    noise.mechanisms[out.count],
-                )
+            row[out.alias] = _output_cell(checked, noise, exact, out, key, i, noisy, histograms)
         rows.append(row)
     return rows
+
+
+def _output_cell(
+    checked: CheckedQuery,
+    noise: NoisePlan,
+    exact: ExactCells,
+    out: OutputColumn,
+    key: GroupKey,
+    i: int,
+    noisy: dict[str, list[int]],
+    histograms: dict[str, list[list[int]]],
+) -> Any:
+    if out.fn == "count":
+        return _cell(noisy["count"][i], noise.laplace("count").halfwidth95, 1)
+    assert out.sum is not None
+    stat = _statistic(checked, out.sum)
+    if out.fn == "sum":
+        half = noise.laplace(out.sum).halfwidth95 / out.scale
+        return _cell(noisy[out.sum][i] / out.scale, half, out.scale)
+    if out.fn == "mean":
+        return _mean_cell(out, stat, noisy[out.sum][i], noisy["count"][i], noise)
+    if out.fn == "histogram":
+        half = noise.laplace(out.sum).halfwidth95
+        edges = stat.edges
+        return {
+            "bins": [[edges[b], edges[b + 1]] for b in range(len(edges) - 1)],
+            "values": histograms[out.sum][i],
+            "ci95": [[v - half, v + half] for v in histograms[out.sum][i]],
+        }
+    selector = noise.mechanisms[out.sum]
+    assert isinstance(selector, QuantileSelector)
+    index = selector.select(exact.bins.get(out.sum, {}).get(key, {}))
+    value = stat.lo / stat.scale + index * stat.grid_width
+    return {"value": round(value, 6), "ci95": None, "rank_error95": round(selector.rank_error95, 3)}

@@ -5,11 +5,15 @@ The SQL bounds each customer's contribution before anything is aggregated:
 * each dataset keeps at most ``max_rows_per_unit`` rows per customer token (a random choice of
   rows), unless the ingest statistics show the bound already holds;
 * datasets are joined on the token only;
+* each customer keeps rows in at most ``max_groups_per_unit`` groups (a random choice of
+  groups), unless the bound already holds (one joined row per customer, say);
 * rows outside the public group-key domain are dropped;
-* measures are scaled to fixed point, clamped to the policy bounds and rounded to integers, so
+* measures are clamped to the policy bounds, scaled to fixed point and rounded to integers, so
   sums are exact integer sums whose sensitivity the policy fixes.
 
-Filter values travel as bound parameters, never spliced into the text.
+The bounded, joined rows are materialised once per query (in memory) as table ``j``; every
+statistic of the query reads that same table. Filter values and keys travel as bound
+parameters, never spliced into the text.
 """
 
 from __future__ import annotations
@@ -17,10 +21,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.domain.checker import CheckedQuery, ResolvedColumn
+from gateway.domain.checker import (
+    CheckedQuery,
+    ResolvedBool,
+    ResolvedColumn,
+    ResolvedPredicate,
+    Statistic,
+)
 
 TOKEN = "_token"
 _PICK = "_gateway_pick"  # per-row random number that picks which rows a customer keeps
+JOINED = "j"
 
 
 def quote(identifier: str) -> str:
@@ -30,11 +41,55 @@ def quote(identifier: str) -> str:
 
 @dataclass(frozen=True)
 class CompiledQuery:
-    sql: str
+    """``setup`` builds the bounded joined table; ``scalars`` and ``bins`` aggregate it."""
+
+    setup: str
     params: tuple[object, ...]
+    scalars: str  # empty when the query has no count or sum statistic
+    scalar_keys: tuple[str, ...]
+    bins: Mapping[str, str]  # statistic key -> SQL returning (groups..., bin, count)
     group_columns: tuple[str, ...]
-    statistic_columns: tuple[str, ...]
     tables: Mapping[str, str]  # dataset id -> SQL table name the runner must register
+
+
+def _predicate_sql(p: ResolvedPredicate, ref: object, params: list[object]) -> str:
+    if isinstance(p, ResolvedBool):
+        parts = [_predicate_sql(i, ref, params) for i in p.items]
+        if p.op == "not":
+            # SQL's three-valued logic: NOT of unknown (a null value) stays unknown, so a row
+            # with a null value satisfies neither ``x = v`` nor ``NOT x = v`` (as ``<>`` does).
+            return f"(NOT {parts[0]})"
+        return "(" + f" {p.op.upper()} ".join(parts) + ")"
+    column = ref(p.column)  # type: ignore[operator]
+    params.extend(p.values)
+    marks = ", ".join("?" for _ in p.values)
+    return {
+        "eq": f"({column} = ?)",
+        "ne": f"({column} <> ?)",
+        "in": f"({column} IN ({marks}))",
+        "not_in": f"({column} NOT IN ({marks}))",
+        "between": f"({column} BETWEEN ? AND ?)",
+    }[p.op]
+
+
+def _clamped(col: str, stat: Statistic) -> str:
+    lo, hi = stat.lo / stat.scale, stat.hi / stat.scale
+    return f"LEAST(GREATEST(CAST({col} AS DOUBLE), {lo!r}), {hi!r})"
+
+
+def _bin_expression(col: str, stat: Statistic) -> str:
+    value = _clamped(col, stat)
+    if stat.kind == "histogram":
+        edges = stat.edges
+        cases = " ".join(f"WHEN {value} < {edges[i + 1]!r} THEN {i}" for i in range(len(edges) - 2))
+        last = len(edges) - 2
+        return (
+            f"CASE WHEN {value} < {edges[0]!r} OR {value} > {edges[-1]!r} THEN NULL "
+            f"{cases} ELSE {last} END"
+        )
+    lo, hi = stat.lo / stat.scale, stat.hi / stat.scale
+    width = (hi - lo) / stat.candidates if hi > lo else 1.0
+    return f"LEAST(CAST(FLOOR(({value} - {lo!r}) / {width!r}) AS BIGINT), {stat.candidates - 1})"
 
 
 def compile_query(checked: CheckedQuery, max_rows_seen: Mapping[str, int]) -> CompiledQuery:
@@ -49,55 +104,52 @@ def compile_query(checked: CheckedQuery, max_rows_seen: Mapping[str, int]) -> Co
         return f"{aliases[col.dataset]}.{quote(col.name)}"
 
     params: list[object] = []
-    predicates: list[str] = []
-    for f in checked.filters:
-        ref = use(f.column)
-        marks = ", ".join("?" for _ in f.values)
-        params.extend(f.values)
-        if f.op == "eq":
-            predicates.append(f"{ref} = ?")
-        elif f.op == "ne":
-            predicates.append(f"{ref} <> ?")
-        elif f.op == "in":
-            predicates.append(f"{ref} IN ({marks})")
-        else:
-            predicates.append(f"{ref} NOT IN ({marks})")
+    predicates = [_predicate_sql(p, use, params) for p in checked.filters]
 
-    group_select: list[str] = []
+    select: list[str] = []
+    select_params: list[object] = []  # SELECT precedes WHERE in the text: its parameters too
     group_names: list[str] = []
-    for i, col in enumerate(checked.group_by):
-        ref = use(col)
-        keys = col.rule.keys or ()
-        params.extend(keys)
-        predicates.append(f"{ref} IN ({', '.join('?' for _ in keys)})")
-        group_select.append(f"{ref} AS g{i}")
-        group_names.append(f"g{i}")
-
-    stat_select: list[str] = []
-    stat_names: list[str] = []
-    for i, stat in enumerate(checked.statistics):
-        name = f"s{i}"
-        if stat.kind == "count":
-            stat_select.append(f"COUNT(*) AS {name}")
+    for i, group in enumerate(checked.group_by):
+        name = f"g{i}"
+        if group.column is not None:
+            ref = use(group.column)
+            select.append(f"{ref} AS {name}")
+            if group.keys is not None:
+                params.extend(group.keys)
+                predicates.append(f"{ref} IN ({', '.join('?' for _ in group.keys)})")
+            else:
+                predicates.append(f"{ref} IS NOT NULL")
         else:
-            assert stat.column is not None
+            whens = []
+            for when, label in group.cases:
+                condition = _predicate_sql(when, use, select_params)
+                select_params.append(label)
+                whens.append(f"WHEN COALESCE({condition}, FALSE) THEN ?")
+            default = "NULL"
+            if group.default is not None:
+                select_params.append(group.default)
+                default = "?"
+            select.append(f"CASE {' '.join(whens)} ELSE {default} END AS {name}")
+        group_names.append(name)
+
+    measures: dict[str, str] = {}
+    for stat in checked.statistics:
+        if stat.column is not None:
             ref = use(stat.column)
-            # Clamp before the cast: a large finite value would overflow BIGINT, failing the
-            # query after its budget was reserved (and DuckDB's error would echo the value).
-            scaled = f"CAST({ref} AS DOUBLE) * {stat.scale}"
-            clamped = f"LEAST(GREATEST({scaled}, {stat.lo}), {stat.hi})"
-            # An empty value of a nullable measure counts as 0 (GREATEST/LEAST would skip it).
-            fixed = f"CASE WHEN {ref} IS NULL THEN 0 ELSE CAST(ROUND({clamped}) AS BIGINT) END"
-            stat_select.append(f"CAST(COALESCE(SUM({fixed}), 0) AS HUGEINT) AS {name}")
-        stat_names.append(name)
+            measures.setdefault(f"{stat.column.dataset}.{stat.column.name}", ref)
+    measure_names = {key: f"m{i}" for i, key in enumerate(measures)}
+    select += [f"{ref} AS {measure_names[key]}" for key, ref in measures.items()]
 
     ctes = []
+    joined_rows = 1
     for ds in checked.datasets:
         cols = ", ".join([TOKEN, *(quote(c) for c in needed[ds.id])])
         bound = ds.max_rows_per_unit
+        seen = max_rows_seen.get(ds.id, bound + 1)
+        joined_rows *= min(seen, bound)
         source = tables[ds.id]
         qualify = ""
-        if max_rows_seen.get(ds.id, bound + 1) > bound:
+        if seen > bound:
             # DuckDB refuses a volatile window ORDER BY, so the random draw is made a column first.
             source = f"(SELECT {cols}, random() AS {_PICK} FROM {source})"
             qualify = (
@@ -111,13 +163,59 @@ def compile_query(checked: CheckedQuery, max_rows_seen: Mapping[str, int]) -> Co
         for ds in checked.datasets[1:]
     )
     where = f" WHERE {' AND '.join(predicates)}" if predicates else ""
-    select = ", ".join([*group_select, *stat_select])
-    group = f" GROUP BY {', '.join(group_names)}" if group_names else ""
-    sql = f"WITH {', '.join(ctes)} SELECT {select} FROM {first}{joins}{where}{group}"
+    columns = ", ".join([f"{first}.{TOKEN} AS {TOKEN}", *select])
+    rows = f"SELECT {columns} FROM {first}{joins}{where}"
+    null_groups = " AND ".join(f"{g} IS NOT NULL" for g in group_names)
+    if null_groups:
+        rows = f"SELECT * FROM ({rows}) WHERE {null_groups}"
+    if group_names and joined_rows > checked.groups_per_customer:
+        gs = ", ".join(group_names)
+        picked = (
+            f"SELECT {TOKEN}, {gs} FROM (SELECT {TOKEN}, {gs}, random() AS {_PICK} FROM "
+            f"(SELECT DISTINCT {TOKEN}, {gs} FROM r)) QUALIFY row_number() OVER "
+            f"(PARTITION BY {TOKEN} ORDER BY {_PICK}) <= {checked.groups_per_customer}"
+        )
+        ctes.append(f"r AS ({rows})")
+        rows = f"SELECT r.* FROM r JOIN ({picked}) p USING ({TOKEN}, {gs})"
+    setup = f"CREATE TEMP TABLE {JOINED} AS WITH {', '.join(ctes)} {rows}"
+
+    group_list = ", ".join(group_names)
+    group_by = f" GROUP BY {group_list}" if group_names else ""
+    scalar_select: list[str] = []
+    scalar_keys: list[str] = []
+    bins: dict[str, str] = {}
+    for stat in checked.statistics:
+        if stat.kind == "count":
+            scalar_select.append("COUNT(*)")
+        elif stat.kind in ("sum", "csum"):
+            assert stat.column is not None
+            m = measure_names[f"{stat.column.dataset}.{stat.column.name}"]
+            fixed = f"CAST(ROUND({_clamped(m, stat)} * {stat.scale}) AS BIGINT)"
+            if stat.kind == "csum":
+                fixed = f"({fixed} - {stat.mid})"
+            # An empty value of a nullable measure counts as 0 (GREATEST/LEAST would skip it);
+            # in a centred sum it counts as the centre.
+            value = f"CASE WHEN {m} IS NULL THEN 0 ELSE {fixed} END"
+            scalar_select.append(f"CAST(COALESCE(SUM({value}), 0) AS HUGEINT)")
+        else:
+            assert stat.column is not None
+            m = measure_names[f"{stat.column.dataset}.{stat.column.name}"]
+            lead = f"{group_list}, " if group_names else ""
+            bins[stat.key] = (
+                f"SELECT {lead}b, COUNT(*) FROM (SELECT {lead}{_bin_expression(m, stat)} AS b "
+                f"FROM {JOINED} WHERE {m} IS NOT NULL) WHERE b IS NOT NULL GROUP BY {lead}b"
+            )
+            continue
+        scalar_keys.append(stat.key)
+    scalars = ""
+    if scalar_select:
+        scalars = f"SELECT {', '.join([*group_names, *scalar_select])} FROM {JOINED}{group_by}"
     return CompiledQuery(
-        sql=sql,
-        params=tuple(params),
+        setup=setup,
+        params=(*select_params, *params),
+        scalars=scalars,
+        scalar_keys=tuple(scalar_keys),
+        bins=bins,
         group_columns=tuple(group_names),
-        statistic_columns=tuple(stat_names),
         tables=tables,
     )

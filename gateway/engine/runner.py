@@ -13,10 +13,8 @@ from collections.abc import Mapping
 import duckdb
 import pyarrow as pa
 
+from gateway.domain.cells import ExactCells, GroupKey
 from gateway.engine.compiler import TOKEN, CompiledQuery
-
-GroupKey = tuple[str | int, ...]
-ExactCells = dict[GroupKey, dict[str, int]]
 
 
 def connect(memory_limit: str = "4GB", threads: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -36,26 +34,30 @@ def connect(memory_limit: str = "4GB", threads: int | None = None) -> duckdb.Duc
 def run_exact(
     compiled: CompiledQuery,
     tables: Mapping[str, pa.Table],
-    statistic_keys: tuple[str, ...],
     memory_limit: str = "4GB",
 ) -> ExactCells:
-    """Execute ``compiled`` over ``tables`` (dataset id -> decrypted table) and return cells.
-
-    Returns a map from group key to ``{statistic key: exact integer}``.
-    """
+    """Execute ``compiled`` over ``tables`` (dataset id -> decrypted table) and return cells."""
     con = connect(memory_limit)
+    cells = ExactCells()
+    n_groups = len(compiled.group_columns)
     try:
         for dataset_id, sql_name in compiled.tables.items():
             con.register(sql_name, tables[dataset_id])
         con.execute("SET enable_external_access = false")
-        result = con.execute(compiled.sql, list(compiled.params)).fetchall()
+        con.execute(compiled.setup, list(compiled.params))
+        if compiled.scalars:
+            for row in con.execute(compiled.scalars).fetchall():
+                values = zip(compiled.scalar_keys, row[n_groups:], strict=True)
+                cells.scalars[tuple(row[:n_groups])] = {k: int(v or 0) for k, v in values}
+        for key, sql in compiled.bins.items():
+            per_group: dict[GroupKey, dict[int, int]] = {}
+            for row in con.execute(sql).fetchall():
+                per_group.setdefault(tuple(row[:n_groups]), {})[int(row[n_groups])] = int(
+                    row[n_groups + 1]
+                )
+            cells.bins[key] = per_group
     finally:
         con.close()
-    n_groups = len(compiled.group_columns)
-    cells: ExactCells = {}
-    for row in result:
-        key: GroupKey = tuple(row[:n_groups])
-        cells[key] = {k: int(v or 0) for k, v in zip(statistic_keys, row[n_groups:], strict=True)}
     return cells
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.domain.budget import Epsilon, Period
+from gateway.domain.budget import Period, rho_to_epsilon
 from gateway.domain.model import Principal
 from gateway.domain.policy import Policy
 from gateway.service.access import active_policy, member_collaboration, require_role
@@ -17,13 +17,27 @@ def budget_entry(
     """One organisation's budget in the current period (zero left, never negative)."""
     budget = policy.budgets[org]
     period = Period.current(budget.period, services.clock())
-    total = Epsilon(budget.epsilon)
-    spent = services.ledger.spent(collab_id, org, period.key)
-    entry: dict[str, Any] = {
-        "epsilon_total": total.value,
-        "epsilon_spent": round(spent.value, 12),
-        "epsilon_left": round(spent.left_of(total).value, 12),
-    }
+    total = policy.budget_total(org)
+    spent = services.ledger.spent(collab_id, org, period.key, policy.measure)
+    left = max(0.0, total - spent)
+    if policy.measure == "epsilon":
+        entry: dict[str, Any] = {
+            "epsilon_total": total,
+            "epsilon_spent": round(spent, 12),
+            "epsilon_left": round(left, 12),
+        }
+    else:
+        # zCDP composes in ρ; the ε figures are the (ε, δ) equivalents at the policy's δ.
+        delta = policy.privacy.delta
+        entry = {
+            "epsilon_total": round(rho_to_epsilon(total, delta), 12),
+            "epsilon_spent": round(rho_to_epsilon(spent, delta), 12),
+            "epsilon_left": round(rho_to_epsilon(left, delta), 12),
+            "rho_total": total,
+            "rho_spent": round(spent, 12),
+            "rho_left": round(left, 12),
+            "delta": delta,
+        }
     if not short:
         entry = {
             "org": org,

@@ -13,18 +13,31 @@ import json
 import uuid
 from typing import Any
 
-from gateway.domain.budget import Epsilon, Period
+from gateway.domain.budget import Period, QueryCost, fits
 from gateway.domain.checker import CheckedQuery, check_query
 from gateway.domain.errors import Conflict, GatewayError, InternalError
 from gateway.domain.model import DatasetVersion, PolicyVersion, Principal
 from gateway.domain.plan import QueryRequest, parse_query_request
 from gateway.domain.policy import Policy
+from gateway.dp.accuracy import epsilon_for_accuracy
 from gateway.dp.release import expected_halfwidths, plan_noise, release_rows
 from gateway.engine.compiler import compile_query
 from gateway.engine.runner import run_exact
 from gateway.service.access import active_policy, member_collaboration, require_role
 from gateway.service.budget import budget_entry
 from gateway.service.context import Services, record
+
+
+def _check(request: QueryRequest, policy: Policy, org: str) -> CheckedQuery:
+    """Check the request; an accuracy target first picks the smallest sufficient ε."""
+    if request.accuracy is None:
+        return check_query(request, policy, org)
+    epsilon = epsilon_for_accuracy(
+        lambda e: check_query(request, policy, org, epsilon=e),
+        request.accuracy,
+        policy.privacy.max_epsilon_per_query,
+    )
+    return check_query(request, policy, org, epsilon=epsilon)
 
 
 def _prepare(
@@ -93,12 +106,7 @@ def _dataset_versions(
         if ds.id not in latest:
             raise Conflict(f"dataset {ds.id!r} has no uploaded version yet")
         versions[ds.id] = latest[ds.id]
-    columns = [
-        *checked.group_by,
-        *(f.column for f in checked.filters),
-        *(s.column for s in checked.statistics if s.column is not None),
-    ]
-    for col in columns:
+    for col in checked.columns_read():
         dv = versions[col.dataset]
         if dv.schema.get(col.name) != _STORED_TYPES.get((col.rule.use, col.rule.type)):
             raise Conflict(
@@ -110,10 +118,17 @@ def _dataset_versions(
 
 
 def _fingerprint(
-    request: QueryRequest, policy_version: int, versions: dict[str, DatasetVersion]
+    request: QueryRequest,
+    epsilon: float,
+    policy_version: int,
+    versions: dict[str, DatasetVersion],
 ) -> str:
     body = json.dumps(
-        [request.fingerprint(), policy_version, sorted((k, v.version) for k, v in versions.items())]
+        [
+            request.fingerprint(epsilon),
+            policy_version,
+            sorted((k, v.version) for k, v in versions.items()),
+        ]
     )
     return hashlib.sha256(body.encode()).hexdigest()
 
@@ -133,9 +148,9 @@ def run_query(
     datasets: list[str] = []
     try:
         request, version, policy, datasets = _prepare(services, principal, collab_id, body)
-        checked = check_query(request, policy, principal.org)
+        checked = _check(request, policy, principal.org)
         versions = _dataset_versions(services, collab_id, checked)
-        fingerprint = _fingerprint(request, version.version, versions)
+        fingerprint = _fingerprint(request, checked.epsilon, version.version, versions)
         budget = policy.budgets[principal.org]
         period = Period.current(budget.period, services.clock())
 
@@ -162,16 +177,22 @@ def run_query(
             return release
 
         noise = plan_noise(checked)
-        if not Epsilon(noise.cost).fits_within(Epsilon(request.epsilon)):
-            raise InternalError("certified cost exceeds the requested epsilon")
-        cost = Epsilon(request.epsilon)
+        if not fits(0.0, noise.loss, checked.loss):
+            raise InternalError("certified cost exceeds the requested privacy loss")
+        # Charge what was asked (≥ what OpenDP certified), in both measures the ledger keeps.
+        cost = (
+            QueryCost.pure(checked.loss, noise.delta)
+            if checked.measure == "epsilon"
+            else QueryCost.zcdp(checked.loss, checked.delta, noise.delta)
+        )
         query_id = uuid.uuid4().hex
-        spent = services.ledger.reserve(
+        services.ledger.reserve(
             collab_id,
             principal.org,
             period.key,
             cost,
-            Epsilon(budget.epsilon),
+            policy.measure,
+            policy.budget_total(principal.org),
             query_id,
             services.clock(),
         )
@@ -195,10 +216,7 @@ def run_query(
         tables = {ds: services.files.read(dv) for ds, dv in versions.items()}
         max_rows = {ds: dv.max_rows_per_customer for ds, dv in versions.items()}
         exact = run_exact(
-            compile_query(checked, max_rows),
-            tables,
-            tuple(s.key for s in checked.statistics),
-            services.settings.query_memory_limit,
+            compile_query(checked, max_rows), tables, services.settings.query_memory_limit
         )
         rows = release_rows(checked, noise, exact)
         del exact
@@ -214,22 +232,19 @@ def run_query(
             datasets,
             query_id=query_id,
             outcome="internal_error",
-            epsilon_spent=cost.value,
+            epsilon_spent=cost.epsilon,
             error=type(exc).__name__,
         )
         raise
-    total = Epsilon(budget.epsilon)
     release = {
         "query_id": query_id,
         "replay": False,
-        "epsilon_spent": cost.value,
+        "epsilon_spent": round(cost.epsilon, 12),
+        "delta_spent": cost.delta,
+        **({"rho_spent": round(cost.rho, 12)} if checked.measure == "rho" else {}),
         "policy_version": version.version,
-        "budget": {
-            "epsilon_total": total.value,
-            "epsilon_spent": round(spent.value, 12),
-            "epsilon_left": round(spent.left_of(total).value, 12),
-        },
-        "group_by": [c.name for c in checked.group_by],
+        "budget": budget_entry(services, collab_id, principal.org, policy, short=True),
+        "group_by": [g.name for g in checked.group_by],
         "rows": rows,
         "datasets": {ds: dv.version for ds, dv in versions.items()},
     }
@@ -248,7 +263,7 @@ def run_query(
         datasets,
         query_id=query_id,
         outcome="released",
-        epsilon_spent=cost.value,
+        epsilon_spent=cost.epsilon,
     )
     return release
 
@@ -258,14 +273,19 @@ def explain_query(
 ) -> dict[str, Any]:
     """The cost and expected 95% interval widths of a query; reads no data, spends nothing."""
     request, version, policy, _ = _prepare(services, principal, collab_id, body)
-    checked = check_query(request, policy, principal.org)
+    checked = _check(request, policy, principal.org)
     noise = plan_noise(checked)
     budget = budget_entry(services, collab_id, principal.org, policy, short=True)
     return {
-        "epsilon": request.epsilon,
+        "epsilon": checked.epsilon,
+        "delta": noise.delta,
+        **({"rho": checked.loss} if checked.measure == "rho" else {}),
+        "accuracy_target": None if request.accuracy is None else request.accuracy.__dict__,
         "policy_version": version.version,
-        "groups": len(checked.group_keys),
+        "groups": None if checked.private_groups else len(checked.group_keys),
+        "private_groups": checked.private_groups,
         "rows_per_customer": checked.rows_per_customer,
+        "groups_per_customer": checked.l0,
         "statistics": [
             {
                 "statistic": s.key,
@@ -279,5 +299,5 @@ def explain_query(
         "aggregates": expected_halfwidths(checked, noise),
         "min_group_size": checked.min_group_size,
         "budget": budget,
-        "within_budget": request.epsilon <= budget["epsilon_left"] + 1e-9,
+        "within_budget": fits(0.0, checked.loss, budget[f"{checked.measure}_left"]),
     }

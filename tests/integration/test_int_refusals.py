@@ -509,7 +509,9 @@ BAD_INPUT: list[tuple[str, dict[str, Any]]] = [
     ("malformed JSON", {"content": b'{"plan": {', "headers": {"Content-Type": "application/json"}}),
     ("not JSON at all", {"content": b"SELECT 1", "headers": {"Content-Type": "application/json"}}),
     ("JSON array", {"json": [COUNT_BY_REGION]}),
-    ("SQL body", {"json": {"sql": "SELECT COUNT(*) FROM bigmart.loyalty", "epsilon": 0.1}}),
+    ("SQL next to a plan", {"json": {**COUNT_BY_REGION, "sql": "SELECT COUNT(*) FROM t"}}),
+    ("epsilon next to an accuracy target", {"json": {**COUNT_BY_REGION, "accuracy": {"abs": 9}}}),
+    ("accuracy target of 0", {"json": {"plan": COUNT_BY_REGION["plan"], "accuracy": {"abs": 0}}}),
     ("unknown plan field", {"json": count_plan(order_by=["region"])}),
     ("unknown top-level field", {"json": {**COUNT_BY_REGION, "seed": 7}}),
     ("no plan", {"json": {"epsilon": 0.1}}),
@@ -518,7 +520,11 @@ BAD_INPUT: list[tuple[str, dict[str, Any]]] = [
     ("zero epsilon", {"json": count_plan(epsilon=0)}),
     ("epsilon as string", {"json": {**COUNT_BY_REGION, "epsilon": "0.1"}}),
     ("no aggregates", {"json": count_plan(aggregates=[])}),
-    ("unknown aggregate", {"json": count_plan(aggregates=[{"fn": "median", "column": "x"}])}),
+    ("unknown aggregate", {"json": count_plan(aggregates=[{"fn": "mode", "column": "x"}])}),
+    (
+        "quantile without q",
+        {"json": count_plan(aggregates=[{"fn": "quantile", "column": "spend_90d"}])},
+    ),
     (
         "unqualified dataset",
         {"json": {"plan": {"from": "loyalty", "aggregates": [{"fn": "count"}]}, "epsilon": 0.1}},

@@ -146,9 +146,15 @@ def test_unknown_column_is_refused() -> None:
     assert error.path == f"{LOYALTY}.columns"
 
 
-def test_grouping_by_a_dimension_without_public_keys_is_unsupported() -> None:
-    with pytest.raises(UnsupportedQuery):
-        check({"group_by": ["store_id"], "aggregates": COUNT})
+def test_grouping_by_a_dimension_without_public_keys_uses_partition_selection() -> None:
+    checked = check({"group_by": ["store_id"], "aggregates": COUNT})
+    assert checked.private_groups and checked.group_keys == ()
+    assert checked.group_by[0].keys is None
+    assert [s.key for s in checked.statistics] == ["count"]
+    assert checked.delta == 1e-7
+    # with a public dimension too, every group goes through selection
+    both = check({"group_by": ["region", "store_id"], "aggregates": COUNT})
+    assert both.private_groups and both.group_keys == ()
     # filtering on it is fine
     where = [{"column": "store_id", "op": "in", "values": ["s1", "s2"]}]
     assert check({"where": where, "aggregates": COUNT}).filters[0].column.name == "store_id"
@@ -185,13 +191,15 @@ def test_ambiguous_column_must_be_qualified() -> None:
     assert "acme.survey.region" in caught.value.message
 
     loyalty = check({**plan, "group_by": ["bigmart.loyalty.region"]}, policy=policy)
-    assert loyalty.group_by[0].dataset == "bigmart.loyalty"
+    assert loyalty.group_by[0].column is not None
+    assert loyalty.group_by[0].column.dataset == "bigmart.loyalty"
     assert loyalty.group_keys == tuple((r,) for r in REGIONS)
     survey = check({**plan, "group_by": ["acme.survey.region"]}, policy=policy)
-    assert survey.group_by[0].dataset == "acme.survey"
+    assert survey.group_by[0].column is not None
+    assert survey.group_by[0].column.dataset == "acme.survey"
     assert survey.group_keys == (("emea",), ("apac",))
     # without the join the name is not ambiguous
-    assert check({"group_by": ["region"], "aggregates": COUNT}, policy=policy).group_by[0].dataset
+    assert check({"group_by": ["region"], "aggregates": COUNT}, policy=policy).group_by[0].column
     # a qualifier naming a dataset outside the query is a bad request
     with pytest.raises(InvalidRequest):
         check({"group_by": ["acme.survey.segment"], "aggregates": COUNT})
@@ -210,7 +218,8 @@ def test_resolved_columns_carry_their_rule_and_path() -> None:
             "aggregates": COUNT,
         }
     )
-    assert checked.group_by[0].path == f"{LOYALTY}.columns.region"
+    assert checked.group_by[0].column is not None
+    assert checked.group_by[0].column.path == f"{LOYALTY}.columns.region"
     assert checked.filters[0].column.dataset == "acme.survey"
     assert (checked.filters[0].op, checked.filters[0].values) == ("ne", ("luxury",))
     assert checked.min_group_size == 25
@@ -317,7 +326,7 @@ def test_epsilon_is_split_equally_over_statistics() -> None:
     assert [s.key for s in checked.statistics] == [
         "count",
         "sum:bigmart.loyalty.spend_90d",
-        "sum:bigmart.loyalty.visits_90d",
+        "csum:bigmart.loyalty.visits_90d",  # a mean's centred sum
     ]
     assert all(s.epsilon == pytest.approx(0.3, abs=1e-15) for s in checked.statistics)
     assert sum(s.epsilon for s in checked.statistics) == pytest.approx(0.9, abs=1e-12)
@@ -334,11 +343,19 @@ def test_mean_shares_the_count_statistic() -> None:
         },
         epsilon=0.8,
     )
-    assert [s.key for s in checked.statistics] == ["count", "sum:bigmart.loyalty.spend_90d"]
-    assert [s.epsilon for s in checked.statistics] == [0.4, 0.4]
+    # the mean reads the count and a centred sum; the plain sum is its own statistic
+    assert [s.key for s in checked.statistics] == [
+        "count",
+        "csum:bigmart.loyalty.spend_90d",
+        "sum:bigmart.loyalty.spend_90d",
+    ]
+    assert [s.epsilon for s in checked.statistics] == pytest.approx([0.8 / 3] * 3)
     outputs = {o.alias: o for o in checked.outputs}
     assert (outputs["n"].count, outputs["n"].sum) == ("count", None)
-    assert (outputs["avg"].count, outputs["avg"].sum) == ("count", "sum:bigmart.loyalty.spend_90d")
+    assert (outputs["avg"].count, outputs["avg"].sum) == (
+        "count",
+        "csum:bigmart.loyalty.spend_90d",
+    )
     assert (outputs["avg"].bounds, outputs["avg"].scale) == ((0.0, 2000.0), 100)
     assert (outputs["total"].count, outputs["total"].sum) == (None, "sum:bigmart.loyalty.spend_90d")
 

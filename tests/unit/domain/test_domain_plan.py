@@ -181,9 +181,14 @@ BAD_REQUESTS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("empty aggregates", aggs(), "plan.aggregates"),
     ("aggregates not a list", plan_edit(aggregates={"fn": "count"}), "plan.aggregates"),
     ("aggregate not an object", aggs("count"), A0),
-    ("bad fn", aggs({"fn": "median", "column": "spend_90d"}), f"{A0}.fn"),
+    ("bad fn", aggs({"fn": "mode", "column": "spend_90d"}), f"{A0}.fn"),
     ("missing fn", aggs({"column": "spend_90d"}), f"{A0}.fn"),
-    ("quantile not yet supported", aggs({"fn": "quantile", "column": "spend_90d"}), f"{A0}.fn"),
+    ("quantile without q", aggs({"fn": "quantile", "column": "spend_90d"}), f"{A0}.q"),
+    ("quantile q of 1", aggs({"fn": "quantile", "column": "spend_90d", "q": 1}), f"{A0}.q"),
+    ("quantile q of 0", aggs({"fn": "quantile", "column": "spend_90d", "q": 0}), f"{A0}.q"),
+    ("quantile q as text", aggs({"fn": "quantile", "column": "spend_90d", "q": "0.5"}), f"{A0}.q"),
+    ("median without a column", aggs({"fn": "median"}), f"{A0}.column"),
+    ("histogram without a column", aggs({"fn": "histogram"}), f"{A0}.column"),
     ("count with a column", aggs({"fn": "count", "column": "spend_90d"}), f"{A0}.column"),
     ("sum without a column", aggs({"fn": "sum"}), f"{A0}.column"),
     ("mean of an empty column name", aggs({"fn": "mean", "column": " "}), f"{A0}.column"),
@@ -265,7 +270,8 @@ BAD_REQUESTS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("epsilon missing", body_drop("epsilon"), "epsilon"),
     ("plan missing", body_drop("plan"), "plan"),
     ("unknown body field", body_edit(budget=1), "budget"),
-    ("sql next to a plan", body_edit(sql="SELECT 1"), "sql"),
+    ("sql next to a plan", body_edit(sql="SELECT 1"), "plan"),
+    ("epsilon next to an accuracy target", body_edit(accuracy={"abs": 50}), "epsilon"),
 ]
 
 
@@ -285,10 +291,12 @@ def test_body_must_be_an_object(body: object) -> None:
     assert refusal(body).message.startswith("body: ")
 
 
-def test_sql_alone_is_not_available_yet() -> None:
-    assert refusal(
-        {"sql": "SELECT COUNT(*) FROM bigmart.loyalty", "epsilon": 0.5}
-    ).message.startswith("sql: ")
+def test_sql_takes_epsilon_or_an_accuracy_target_like_a_plan() -> None:
+    # checked before the SQL text is parsed (gateway.domain.sql has its own tests)
+    sql = "SELECT COUNT(*) FROM bigmart.loyalty"
+    assert refusal({"sql": sql}).message.startswith("epsilon: ")
+    both = {"sql": sql, "epsilon": 0.5, "accuracy": {"abs": 50}}
+    assert refusal(both).message.startswith("epsilon: ")
 
 
 def test_errors_do_not_echo_filter_values() -> None:

@@ -132,7 +132,8 @@ def test_demo_policy_columns() -> None:
     spend = loyalty.column("spend_90d")
     assert spend is not None
     assert (spend.use, spend.type, spend.bounds) == ("measure", "float", (0.0, 2000.0))
-    assert spend.aggregates == ("sum", "mean", "quantile")
+    assert spend.aggregates == ("sum", "mean", "quantile", "histogram")
+    assert spend.bins == (0, 50, 100, 250, 500, 1000, 2000)
     assert (spend.scale, spend.magnitude) == (100, 2000.0)
     visits = loyalty.column("visits_90d")
     assert visits is not None and (visits.type, visits.scale) == ("int", 1)
@@ -205,7 +206,10 @@ BAD_DOCUMENTS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("infinite epsilon cap", update("privacy", max_epsilon_per_query=float("inf")), CAP),
     ("string epsilon cap", update("privacy", max_epsilon_per_query="1.0"), CAP),
     ("bool epsilon cap", update("privacy", max_epsilon_per_query=True), CAP),
-    ("gaussian mechanism", update("privacy", mechanism="gaussian"), "privacy.mechanism"),
+    ("unknown mechanism", update("privacy", mechanism="exponential"), "privacy.mechanism"),
+    ("gaussian without delta", update("privacy", mechanism="gaussian", delta=0), "privacy.delta"),
+    ("rho budget under laplace", update("budgets", acme={"rho": 0.5}), "budgets.acme.rho"),
+    ("epsilon and rho", update("budgets", acme={"epsilon": 1, "rho": 0.5}), "budgets.acme"),
     ("list mechanism", update("privacy", mechanism=["laplace"]), "privacy.mechanism"),
     ("negative delta", update("privacy", delta=-1e-9), "privacy.delta"),
     ("delta of one", update("privacy", delta=1.0), "privacy.delta"),
@@ -215,9 +219,9 @@ BAD_DOCUMENTS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("privacy not a mapping", put("privacy", [1.0]), "privacy"),
     # budgets
     ("negative budget", update("budgets", acme={"epsilon": -1.0}), "budgets.acme"),
-    ("NaN budget", update("budgets", acme={"epsilon": float("nan")}), "budgets.acme"),
+    ("NaN budget", update("budgets", acme={"epsilon": float("nan")}), "budgets.acme.epsilon"),
     ("missing budget epsilon", update("budgets", acme={"period": "month"}), "budgets.acme"),
-    ("huge integer budget", update("budgets", acme={"epsilon": 10**400}), "budgets.acme"),
+    ("huge integer budget", update("budgets", acme={"epsilon": 10**400}), "budgets.acme.epsilon"),
     ("weekly budget", update("budgets", acme={"epsilon": 1.0, "period": "week"}), "budgets.acme"),
     (
         "unknown budget field",
@@ -387,8 +391,11 @@ def test_privacy_settings_reject_nonsense() -> None:
         PrivacySettings(delta=1.5)
     assert caught.value.path == "privacy.delta"
     with pytest.raises(InvalidPolicy) as caught:
-        PrivacySettings(mechanism="gaussian")
+        PrivacySettings(mechanism="exponential")
     assert caught.value.path == "privacy.mechanism"
+    with pytest.raises(InvalidPolicy) as caught:
+        PrivacySettings(mechanism="gaussian", delta=0.0)
+    assert caught.value.path == "privacy.delta"
 
 
 def test_budget_rejects_nonsense() -> None:

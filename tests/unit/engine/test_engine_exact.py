@@ -1,4 +1,8 @@
-"""compile_query + run_exact on real in-memory DuckDB over small tokenised Arrow tables."""
+"""compile_query + run_exact on real in-memory DuckDB over small tokenised Arrow tables.
+
+``run_exact`` returns :class:`ExactCells`: ``scalars[group][statistic]`` for counts and sums,
+``bins[statistic][group][bin]`` for histograms and quantile grids.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,12 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from gateway.domain.cells import ExactCells
 from gateway.domain.checker import CheckedQuery, check_query
 from gateway.domain.plan import parse_query_request
 from gateway.domain.policy import Policy, parse_policy
 from gateway.engine.compiler import TOKEN, CompiledQuery, compile_query, quote
-from gateway.engine.runner import ExactCells, connect, max_rows_per_customer, run_exact
+from gateway.engine.runner import connect, max_rows_per_customer, run_exact
 
 SHOP = "shop.sales"
 SURVEY = "brand.survey"
@@ -28,7 +33,7 @@ def token(customer: str) -> bytes:
     return hashlib.sha256(customer.encode()).digest()[:16]
 
 
-def make_policy(shop_rows: int = 1, survey_rows: int = 1) -> Policy:
+def make_policy(shop_rows: int = 1, survey_rows: int = 1, shop_groups: int = 1) -> Policy:
     return parse_policy(
         {
             "collaboration": "engine",
@@ -38,6 +43,7 @@ def make_policy(shop_rows: int = 1, survey_rows: int = 1) -> Policy:
                 SHOP: {
                     "customer_key": "customer",
                     "max_rows_per_unit": shop_rows,
+                    "max_groups_per_unit": shop_groups,
                     "columns": {
                         "region": {"use": "dimension", "keys": ["north", "south", "east"]},
                         "tier": {"use": "dimension", "type": "int", "keys": [1, 2, 3]},
@@ -133,15 +139,28 @@ def checked_query(
     return check_query(request, policy or make_policy(), "brand")
 
 
-def run(
+def cells_of(
     checked: CheckedQuery,
     tables: dict[str, pa.Table] | None = None,
     max_rows_seen: dict[str, int] | None = None,
 ) -> ExactCells:
     tables = tables or {SHOP: SHOP_TABLE}
     seen = max_rows_seen if max_rows_seen is not None else {ds: 1 for ds in tables}
-    compiled = compile_query(checked, seen)
-    return run_exact(compiled, tables, tuple(s.key for s in checked.statistics))
+    return run_exact(compile_query(checked, seen), tables)
+
+
+def run(
+    checked: CheckedQuery,
+    tables: dict[str, pa.Table] | None = None,
+    max_rows_seen: dict[str, int] | None = None,
+) -> dict[tuple[str | int, ...], dict[str, int]]:
+    """The scalar cells (counts and sums) per group."""
+    return cells_of(checked, tables, max_rows_seen).scalars
+
+
+def sql_of(compiled: CompiledQuery) -> str:
+    """Every SQL text the runner executes for ``compiled``."""
+    return "\n".join([compiled.setup, compiled.scalars, *compiled.bins.values()])
 
 
 COUNT_SPEND_VISITS = [
@@ -253,20 +272,20 @@ def test_filter_values_are_bound_parameters_not_sql_text() -> None:
     ]
     checked = checked_query([{"fn": "count"}], group_by=["tier"], where=where)
     compiled = compile_query(checked, {SHOP: 1})
-    assert "DROP" not in compiled.sql and "north" not in compiled.sql
+    assert "DROP" not in sql_of(compiled) and "north" not in sql_of(compiled)
     assert compiled.params == (INJECTION, "north", "south", 1, 2, 3)
-    assert compiled.sql.count("?") == len(compiled.params)
+    assert compiled.setup.count("?") == len(compiled.params)
     assert compiled.tables == {SHOP: "t0"}
     # run twice on the same table: the value matched c4's store and dropped nothing
     for _ in range(2):
-        cells = run_exact(compiled, {SHOP: SHOP_TABLE}, ("count",))
+        cells = run_exact(compiled, {SHOP: SHOP_TABLE}).scalars
         assert cells == {(3,): {"count": 1}}
     assert SHOP_TABLE.num_rows == len(SHOP_ROWS)
 
 
 def test_only_the_needed_columns_are_read() -> None:
     checked = checked_query([{"fn": "sum", "column": "visits"}], group_by=["region"])
-    sql = compile_query(checked, {SHOP: 1}).sql
+    sql = sql_of(compile_query(checked, {SHOP: 1}))
     assert quote("visits") in sql and quote("region") in sql
     for unused in ("spend", "store", "tier", "email", "customer"):
         assert quote(unused) not in sql
@@ -295,11 +314,11 @@ REPEATED = shop_table(
 def test_bounding_keeps_one_row_per_customer() -> None:
     checked = checked_query([{"fn": "count"}, {"fn": "sum", "column": "visits"}])
     compiled = compile_query(checked, {SHOP: 3})
-    assert "QUALIFY row_number() OVER (PARTITION BY _token" in compiled.sql
-    assert compiled.sql.rstrip().endswith("FROM d0")
+    assert "QUALIFY row_number() OVER (PARTITION BY _token" in sql_of(compiled)
+    assert compiled.setup.rstrip().endswith("FROM d0")
     seen_sums = set()
     for _ in range(20):
-        cells = run_exact(compiled, {SHOP: REPEATED}, ("count", VISITS))
+        cells = run_exact(compiled, {SHOP: REPEATED}).scalars
         assert cells[()]["count"] == 3  # one row for each of c1, c2, c3
         total = cells[()][VISITS]
         assert total in {c1 + 4 + c3 for c1 in (1, 2, 3) for c3 in (5, 8)}
@@ -310,10 +329,11 @@ def test_bounding_keeps_one_row_per_customer() -> None:
 
 
 def test_bounding_keeps_at_most_max_rows_per_unit_rows() -> None:
-    checked = checked_query([{"fn": "count"}], group_by=["region"], policy=make_policy(2))
+    policy = make_policy(2, shop_groups=2)  # two groups: the group bound does not bite here
+    checked = checked_query([{"fn": "count"}], group_by=["region"], policy=policy)
     compiled = compile_query(checked, {SHOP: 3})
-    assert "<= 2" in compiled.sql
-    cells = run_exact(compiled, {SHOP: REPEATED}, ("count",))
+    assert "<= 2" in sql_of(compiled)
+    cells = run_exact(compiled, {SHOP: REPEATED}).scalars
     # c1 keeps two of its three rows, c2 one, c3 both
     assert sum(c["count"] for c in cells.values()) == 5
     assert cells[("south",)]["count"] in (2, 3)
@@ -321,11 +341,11 @@ def test_bounding_keeps_at_most_max_rows_per_unit_rows() -> None:
 
 def test_bounding_is_skipped_when_the_ingest_statistic_says_it_holds() -> None:
     checked = checked_query([{"fn": "count"}], policy=make_policy(2))
-    assert "QUALIFY" not in compile_query(checked, {SHOP: 2}).sql
-    assert "QUALIFY" not in compile_query(checked, {SHOP: 1}).sql
-    assert "QUALIFY" in compile_query(checked, {SHOP: 3}).sql
+    assert "QUALIFY" not in sql_of(compile_query(checked, {SHOP: 2}))
+    assert "QUALIFY" not in sql_of(compile_query(checked, {SHOP: 1}))
+    assert "QUALIFY" in sql_of(compile_query(checked, {SHOP: 3}))
     # without a statistic the bound is enforced
-    assert "QUALIFY" in compile_query(checked, {}).sql
+    assert "QUALIFY" in sql_of(compile_query(checked, {}))
 
 
 def test_join_matches_tokens_and_bounds_each_side() -> None:
@@ -351,9 +371,9 @@ def test_join_matches_tokens_and_bounds_each_side() -> None:
     )
     compiled = compile_query(checked, {SHOP: 1, SURVEY: 2})
     assert compiled.tables == {SHOP: "t0", SURVEY: "t1"}
-    assert "JOIN d1 ON d1._token = d0._token" in compiled.sql
-    assert compiled.sql.count("QUALIFY") == 1  # only the survey exceeds its bound
-    cells = run_exact(compiled, {SHOP: shop, SURVEY: survey}, ("count", SCORE))
+    assert "JOIN d1 ON d1._token = d0._token" in sql_of(compiled)
+    assert sql_of(compiled).count("QUALIFY") == 1  # only the survey exceeds its bound
+    cells = run_exact(compiled, {SHOP: shop, SURVEY: survey}).scalars
     assert cells == {("north",): {"count": 1, SCORE: 5}, ("south",): {"count": 1, SCORE: -5}}
 
 
@@ -369,7 +389,7 @@ def test_join_rows_per_customer_is_the_product_of_the_bounds() -> None:
     )
     assert checked.statistics[0].sensitivity == 2
     compiled = compile_query(checked, {SHOP: 3, SURVEY: 3})
-    cells = run_exact(compiled, {SHOP: shop, SURVEY: survey}, ("count", SCORE))
+    cells = run_exact(compiled, {SHOP: shop, SURVEY: survey}).scalars
     assert sum(c["count"] for c in cells.values()) == 2
     assert len(cells) == 1
 
@@ -398,29 +418,41 @@ def test_max_rows_per_customer() -> None:
 def test_the_query_connection_cannot_read_files(tmp_path: Path) -> None:
     secret = tmp_path / "secret.csv"
     secret.write_text("a\n1\n")
-    compiled = CompiledQuery(
-        sql=f"SELECT COUNT(*) FROM read_csv('{secret}')",
-        params=(),
-        group_columns=(),
-        statistic_columns=("s0",),
-        tables={SHOP: "t0"},
-    )
-    with pytest.raises(duckdb.Error) as caught:
-        run_exact(compiled, {SHOP: SHOP_TABLE}, ("count",))
-    assert "disabled" in str(caught.value).lower()
+    read = f"read_csv('{secret}')"
+    materialise = "CREATE TEMP TABLE j AS SELECT _token FROM t0"
+    reads = [  # in the statement that materialises the joined rows, or in one that aggregates
+        (f"CREATE TEMP TABLE j AS SELECT * FROM {read}", "", {}),
+        (materialise, f"SELECT COUNT(*) FROM {read}", {}),
+        (materialise, "", {"histogram:x": f"SELECT 0, COUNT(*) FROM {read}"}),
+    ]
+    for setup, scalars, bins in reads:
+        compiled = CompiledQuery(
+            setup=setup,
+            params=(),
+            scalars=scalars,
+            scalar_keys=("count",) if scalars else (),
+            bins=bins,
+            group_columns=(),
+            tables={SHOP: "t0"},
+        )
+        with pytest.raises(duckdb.Error) as caught:
+            run_exact(compiled, {SHOP: SHOP_TABLE})
+        assert "disabled" in str(caught.value).lower()
 
 
 def test_the_query_connection_cannot_write_files(tmp_path: Path) -> None:
     target = tmp_path / "leak.csv"
     compiled = CompiledQuery(
-        sql=f"COPY t0 TO '{target}'",
+        setup=f"COPY t0 TO '{target}'",
         params=(),
+        scalars="",
+        scalar_keys=(),
+        bins={},
         group_columns=(),
-        statistic_columns=(),
         tables={SHOP: "t0"},
     )
     with pytest.raises(duckdb.Error):
-        run_exact(compiled, {SHOP: SHOP_TABLE}, ())
+        run_exact(compiled, {SHOP: SHOP_TABLE})
     assert not target.exists()
 
 
