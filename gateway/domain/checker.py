@@ -111,12 +111,12 @@ class Statistic:
     edges: tuple[float, ...] = ()
     q: float | None = None
     candidates: int = 0
+    step: int = 1  # quantile grid step in fixed-point units: the grid sits on the data's lattice
 
     @property
     def grid_width(self) -> float:
-        """Step of a quantile's candidate grid, in value units."""
-        lo, hi = self.lo / self.scale, self.hi / self.scale
-        return (hi - lo) / self.candidates if hi > lo and self.candidates else 1.0
+        """Step of a quantile's candidate grid, in value units (``step`` fixed-point units)."""
+        return self.step / self.scale
 
 
 @dataclass(frozen=True)
@@ -400,6 +400,9 @@ def check_query(
             fraction = Fraction(q).limit_denominator(QUANTILE_DENOMINATOR)
             num, den = fraction.numerator, fraction.denominator
             sens = rows_per_customer * max(num, den - num)
+            # The grid steps by whole fixed-point units (cents for floats), so a fine enough
+            # grid lands on the values the data can hold.
+            step = max(1, math.ceil((hi - lo) / _grid_size(expected_groups)))
             # Each group's selection is a separate mechanism; a customer touches ≤ l0 groups.
             statistics.append(
                 Statistic(
@@ -412,7 +415,8 @@ def check_query(
                     hi,
                     scale,
                     q=q,
-                    candidates=_grid_size(expected_groups),
+                    candidates=max(1, math.ceil((hi - lo) / step)),
+                    step=step,
                 )
             )
 

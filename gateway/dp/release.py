@@ -12,7 +12,8 @@ are ``[0, hi]``), clamped to the bounds; its interval linearises the ratio and a
 exact half-widths, ``(h_sum / scale + |mean - centre| · h_count) / noisy count`` (a normal
 interval would under-cover: the sum's Laplace noise usually dominates). A quantile is a grid
 point chosen by the exponential mechanism; its interval is not derived (``ci95`` is null) but
-``rank_error95`` bounds how far, in rows, its rank is from ``q · n`` with 95% probability.
+``rank_error95`` bounds, with 95% probability, how many rows its rank is from the best grid
+point's (which is ``q · n`` up to ties in the data).
 """
 
 from __future__ import annotations
@@ -270,5 +271,5 @@ def _output_cell(
     selector = noise.mechanisms[out.sum]
     assert isinstance(selector, QuantileSelector)
     index = selector.select(exact.bins.get(out.sum, {}).get(key, {}))
-    value = stat.lo / stat.scale + index * stat.grid_width
+    value = (stat.lo + index * stat.step) / stat.scale
     return {"value": round(value, 6), "ci95": None, "rank_error95": round(selector.rank_error95, 3)}

@@ -176,7 +176,8 @@ class QuantileSelector:
 
     @property
     def rank_error95(self) -> float:
-        """With probability ≥ 95%, the chosen point's rank is within this many rows of q·n."""
+        """With probability ≥ 95%, the chosen point's rank misses the best grid point's by at
+        most this many rows (the best point's rank is q·n up to ties in the data)."""
         return self.scale * math.log((self.candidates + 1) / 0.05) / self.b
 
     def scores(self, bin_counts: Mapping[int, int]) -> list[int]:

@@ -87,9 +87,8 @@ def _bin_expression(col: str, stat: Statistic) -> str:
             f"CASE WHEN {value} < {edges[0]!r} OR {value} > {edges[-1]!r} THEN NULL "
             f"{cases} ELSE {last} END"
         )
-    lo, hi = stat.lo / stat.scale, stat.hi / stat.scale
-    width = (hi - lo) / stat.candidates if hi > lo else 1.0
-    return f"LEAST(CAST(FLOOR(({value} - {lo!r}) / {width!r}) AS BIGINT), {stat.candidates - 1})"
+    fixed = f"CAST(ROUND({value} * {stat.scale}) AS BIGINT)"
+    return f"LEAST(({fixed} - {stat.lo}) // {stat.step}, {stat.candidates - 1})"
 
 
 def compile_query(checked: CheckedQuery, max_rows_seen: Mapping[str, int]) -> CompiledQuery:
