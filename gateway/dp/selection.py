@@ -21,6 +21,7 @@ from fractions import Fraction
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import opendp.domains as dp_domains
 import opendp.measurements as dp_measurements
 import opendp.measures as dp_measures
@@ -181,12 +182,14 @@ class QuantileSelector:
         return self.scale * math.log((self.candidates + 1) / 0.05) / self.b
 
     def scores(self, bin_counts: Mapping[int, int]) -> list[int]:
-        total = sum(bin_counts.values())
-        scores, below = [], 0
-        for j in range(self.candidates + 1):
-            scores.append(abs((self.b - self.a) * below - self.a * (total - below)))
-            below += bin_counts.get(j, 0)
-        return scores
+        """Exact integer scores of every grid point (numpy arithmetic on int64, no sampling)."""
+        counts = np.zeros(self.candidates + 1, dtype=np.int64)
+        for j, n in bin_counts.items():
+            counts[j + 1] += n  # rows in bin j are below every grid point after j
+        below = np.cumsum(counts)
+        total = int(sum(bin_counts.values()))
+        scores = np.abs((self.b - self.a) * below - self.a * (total - below))
+        return [int(v) for v in scores.tolist()]
 
     def select(self, bin_counts: Mapping[int, int]) -> int:
         """Index of the chosen grid point (0 … candidates). Call after reserving."""
