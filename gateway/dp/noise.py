@@ -64,35 +64,64 @@ def discrete_laplace_variance(scale: float) -> float:
     return 2.0 * alpha / one_minus_alpha / one_minus_alpha
 
 
-class LaplaceVector:
-    """ε-DP release of an integer vector whose L1 sensitivity is ``sensitivity``.
+class _IntegerNoise:
+    """Discrete noise on an integer vector, with a scale OpenDP certifies for ``budget``.
 
-    The scale is ``sensitivity / epsilon``, nudged up until OpenDP's own privacy map certifies
-    a cost of at most ``epsilon``; :attr:`cost` is that certified cost.
+    Subclasses give the OpenDP constructor, the first guess at the scale, and the interval
+    maths; the scale is nudged up until OpenDP's own privacy map certifies at most ``budget``.
     """
 
-    def __init__(self, sensitivity: int, epsilon: float) -> None:
-        if sensitivity < 1 or not epsilon > 0:
-            raise ValueError("sensitivity must be >= 1 and epsilon > 0")
+    def __init__(self, sensitivity: int, budget: float) -> None:
+        if sensitivity < 1 or not budget > 0:
+            raise ValueError("sensitivity must be >= 1 and the privacy budget > 0")
         self.sensitivity = sensitivity
-        self.epsilon = epsilon
-        scale = sensitivity / epsilon
+        scale = self._first_scale(sensitivity, budget)
         measurement = self._measurement(scale)
-        while measurement.map(sensitivity) > epsilon:
+        while measurement.map(sensitivity) > budget:
             scale = math.nextafter(scale, math.inf)
             measurement = self._measurement(scale)
         self.scale = scale
         self._measurement_obj = measurement
 
     @staticmethod
+    def _first_scale(sensitivity: int, budget: float) -> float:
+        raise TypeError("abstract")
+
+    @staticmethod
     def _measurement(scale: float) -> Any:
-        domain = dp_domains.vector_domain(dp_domains.atom_domain(T="i64"))
-        return dp_measurements.make_laplace(domain, dp_metrics.l1_distance(T="i64"), scale=scale)
+        raise TypeError("abstract")
 
     @property
     def cost(self) -> float:
-        """ε certified by OpenDP's privacy map for this sensitivity."""
+        """The privacy loss (ε or ρ) certified by OpenDP's map for this sensitivity."""
         return float(self._measurement_obj.map(self.sensitivity))
+
+    def release(self, exact: Sequence[int]) -> list[int]:
+        """Add noise to every cell. Call only after the cost has been reserved."""
+        cells = [min(max(int(v), _I64[0]), _I64[1]) for v in exact]
+        if not cells:
+            return []
+        return [int(v) for v in self._measurement_obj(cells)]
+
+
+class LaplaceVector(_IntegerNoise):
+    """ε-DP release of an integer vector whose L1 sensitivity is ``sensitivity``.
+
+    The scale is ``sensitivity / epsilon`` (nudged up until OpenDP certifies ``epsilon``).
+    """
+
+    def __init__(self, sensitivity: int, epsilon: float) -> None:
+        super().__init__(sensitivity, epsilon)
+        self.epsilon = epsilon
+
+    @staticmethod
+    def _first_scale(sensitivity: int, budget: float) -> float:
+        return sensitivity / budget
+
+    @staticmethod
+    def _measurement(scale: float) -> Any:
+        domain = dp_domains.vector_domain(dp_domains.atom_domain(T="i64"))
+        return dp_measurements.make_laplace(domain, dp_metrics.l1_distance(T="i64"), scale=scale)
 
     @cached_property
     def halfwidth95(self) -> int:
@@ -101,13 +130,6 @@ class LaplaceVector:
     @cached_property
     def variance(self) -> float:
         return discrete_laplace_variance(self.scale)
-
-    def release(self, exact: Sequence[int]) -> list[int]:
-        """Add noise to every cell. Call only after the cost has been reserved."""
-        cells = [min(max(int(v), _I64[0]), _I64[1]) for v in exact]
-        if not cells:
-            return []
-        return [int(v) for v in self._measurement_obj(cells)]
 
 
 def discrete_gaussian_halfwidth(sigma: float, level: float = 0.95) -> int:
@@ -131,35 +153,25 @@ def discrete_gaussian_halfwidth(sigma: float, level: float = 0.95) -> int:
     return t
 
 
-class GaussianVector:
+class GaussianVector(_IntegerNoise):
     """ρ-zCDP release of an integer vector whose L2 sensitivity is ``sensitivity``.
 
-    Discrete Gaussian noise from OpenDP; σ is ``sensitivity / sqrt(2ρ)``, nudged up until
-    OpenDP's privacy map certifies at most ``rho``. :attr:`cost` is that certified ρ.
+    Discrete Gaussian noise; σ is ``sensitivity / sqrt(2ρ)`` (nudged up until OpenDP
+    certifies ``rho``).
     """
 
     def __init__(self, sensitivity: int, rho: float) -> None:
-        if sensitivity < 1 or not rho > 0:
-            raise ValueError("sensitivity must be >= 1 and rho > 0")
-        self.sensitivity = sensitivity
+        super().__init__(sensitivity, rho)
         self.rho = rho
-        scale = sensitivity / math.sqrt(2 * rho)
-        measurement = self._measurement(scale)
-        while measurement.map(sensitivity) > rho:
-            scale = math.nextafter(scale, math.inf) * (1 + 1e-12)
-            measurement = self._measurement(scale)
-        self.scale = scale
-        self._measurement_obj = measurement
+
+    @staticmethod
+    def _first_scale(sensitivity: int, budget: float) -> float:
+        return sensitivity / math.sqrt(2 * budget)
 
     @staticmethod
     def _measurement(scale: float) -> Any:
         domain = dp_domains.vector_domain(dp_domains.atom_domain(T="i64"))
         return dp_measurements.make_gaussian(domain, dp_metrics.l2_distance(T="i64"), scale=scale)
-
-    @property
-    def cost(self) -> float:
-        """ρ certified by OpenDP's privacy map for this sensitivity."""
-        return float(self._measurement_obj.map(self.sensitivity))
 
     @cached_property
     def halfwidth95(self) -> int:
@@ -168,13 +180,6 @@ class GaussianVector:
     @cached_property
     def variance(self) -> float:
         return self.scale * self.scale
-
-    def release(self, exact: Sequence[int]) -> list[int]:
-        """Add noise to every cell. Call only after the cost has been reserved."""
-        cells = [min(max(int(v), _I64[0]), _I64[1]) for v in exact]
-        if not cells:
-            return []
-        return [int(v) for v in self._measurement_obj(cells)]
 
 
 VectorMechanism = LaplaceVector | GaussianVector
