@@ -187,6 +187,31 @@ async def put_policy(c: str, request: Request, svc: Svc, caller: Caller) -> dict
     return await run_in_threadpool(policies.put_policy, svc, caller, c, body, media)
 
 
+@router.get("/collaborations/{c}/policy/versions")
+def list_policy_versions(c: str, svc: Svc, caller: Caller) -> dict[str, Any]:
+    return policies.list_versions(svc, caller, c)
+
+
+@router.get("/collaborations/{c}/policy/versions/{v}")
+def read_policy_version(c: str, v: int, svc: Svc, caller: Caller) -> dict[str, Any]:
+    return policies.read_version(svc, caller, c, v)
+
+
+@router.post("/collaborations/{c}/policy/versions/{v}/approve")
+def approve_policy(c: str, v: int, svc: Svc, caller: Caller) -> dict[str, Any]:
+    return policies.decide(svc, caller, c, v, "approved")
+
+
+@router.post("/collaborations/{c}/policy/versions/{v}/reject")
+def reject_policy(c: str, v: int, svc: Svc, caller: Caller) -> dict[str, Any]:
+    return policies.decide(svc, caller, c, v, "rejected")
+
+
+@router.post("/collaborations/{c}/policy/versions/{v}/withdraw")
+def withdraw_policy(c: str, v: int, svc: Svc, caller: Caller) -> dict[str, Any]:
+    return policies.withdraw(svc, caller, c, v)
+
+
 @router.post("/collaborations/{c}/queries")
 def run_query(
     c: str,

@@ -82,13 +82,22 @@ def seed_demo(
     admin.create_collaboration(
         services, operator, COLLABORATION, "ACME x BigMart customer experience", ["acme", "bigmart"]
     )
-    progress("demo: activating the policy from policies/acme-bigmart-cx.yaml")
-    policies.put_policy(
+    progress(
+        "demo: proposing the policy in policies/acme-bigmart-cx.yaml (acme), approving it (bigmart)"
+    )
+    proposal = policies.put_policy(
         services,
         _principal(services, keys["acme"]["compliance"]),
         COLLABORATION,
         POLICY_FILE.read_bytes(),
         "application/yaml",
+    )
+    policies.decide(
+        services,
+        _principal(services, keys["bigmart"]["compliance"]),
+        COLLABORATION,
+        proposal["version"],
+        "approved",
     )
 
     progress(f"demo: generating {customers:,} customers per partner (half of them shared)")

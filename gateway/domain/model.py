@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -37,12 +37,25 @@ class Collaboration:
 
 @dataclass(frozen=True)
 class PolicyVersion:
+    """One version of a collaboration's policy.
+
+    ``status``: ``pending`` (a proposal awaiting approvals), ``active`` (at most one),
+    ``superseded``, ``rejected`` or ``withdrawn``. ``required`` lists the organisations whose
+    approval the version needs; ``decisions`` maps an organisation to ``approved``/``rejected``.
+    """
+
     collaboration: str
     version: int
     document: str
     status: str
     proposed_by: str
     created_at: datetime
+    required: tuple[str, ...] = ()
+    decisions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def approvals(self) -> dict[str, bool]:
+        return {org: self.decisions.get(org) == "approved" for org in self.required}
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
-"""Reading and replacing a collaboration's policy.
+"""A collaboration's policy: proposals, approvals, activation, and reading any version.
 
-Until the approval workflow lands, a PUT by a compliance officer of an organisation that owns a
-dataset in the new policy activates it at once. Budget already spent is kept: the ledger is
-independent of policy versions.
+A compliance officer of a data owner proposes a version (``PUT …/policy``). Every owner whose
+datasets the change affects must approve it (the proposer's own organisation counts as having
+approved) before it becomes active; until then the active version keeps governing queries.
+A proposal can be rejected by an owner whose approval it needs, or withdrawn by its proposer.
+One proposal may be pending at a time. Budget already spent is never reset: the ledger is
+independent of policy versions, and a lowered budget leaves an analyst at zero, not negative.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from typing import Any
 
 import yaml
 
-from gateway.domain.errors import Forbidden, InvalidPolicy, InvalidRequest
-from gateway.domain.model import Principal
+from gateway.domain.errors import Conflict, Forbidden, InvalidPolicy, InvalidRequest, NotFound
+from gateway.domain.model import PolicyVersion, Principal
 from gateway.domain.policy import Policy, parse_policy
+from gateway.domain.policy_change import affected_owners
 from gateway.service.access import active_policy, member_collaboration, require_role
 from gateway.service.context import Services, record
 
@@ -55,49 +59,231 @@ def _load(body: bytes, media_type: str) -> tuple[str, Policy]:
     return text, policy
 
 
-def put_policy(
-    services: Services, principal: Principal, collab_id: str, body: bytes, media_type: str
-) -> dict[str, Any]:
-    """Validate and activate a new policy version; answers the contract's PUT shape."""
-    require_role(principal, "compliance")
-    collab = member_collaboration(services, principal, collab_id)
-    text, policy = _load(body, media_type)
+def _check_members(policy: Policy, collab_id: str, members: tuple[str, ...]) -> None:
     if policy.collaboration != collab_id:
         raise InvalidPolicy("collaboration", f"must be {collab_id!r}, the collaboration's id")
     for ds_id, ds in policy.datasets.items():
-        if ds.owner not in collab.members:
+        if ds.owner not in members:
             raise InvalidPolicy(f"datasets.{ds_id}.owner", f"{ds.owner!r} is not a member")
     for org in policy.budgets:
-        if org not in collab.members:
+        if org not in members:
             raise InvalidPolicy(f"budgets.{org}", f"{org!r} is not a member")
-    if principal.org not in policy.owners:
-        raise Forbidden(
-            f"only a compliance officer of an organisation that owns a dataset in the policy "
-            f"may set it; {principal.org!r} owns none"
-        )
-    previous = services.catalog.active_policy(collab_id)
-    diff = "".join(
+
+
+def _diff(previous: PolicyVersion | None, text: str, label: str) -> str:
+    return "".join(
         difflib.unified_diff(
             (previous.document if previous else "").splitlines(keepends=True),
             text.splitlines(keepends=True),
-            fromfile=f"v{previous.version}" if previous else "(none)",
-            tofile="proposed",
+            fromfile=f"v{previous.version} (active)" if previous else "(no policy)",
+            tofile=label,
         )
     )
-    version = services.catalog.add_policy_version(
-        collab_id, text, "active", principal.org, services.clock()
-    )
+
+
+def _answer(version: PolicyVersion, diff: str) -> dict[str, Any]:
+    return {
+        "status": "active" if version.status == "active" else version.status,
+        "version": version.version,
+        "approvals": version.approvals,
+        "diff": diff,
+    }
+
+
+def put_policy(
+    services: Services, principal: Principal, collab_id: str, body: bytes, media_type: str
+) -> dict[str, Any]:
+    """Propose a new version; it is active at once when no other owner's approval is needed.
+
+    Answers ``{"status": "active" | "pending", "version", "approvals", "diff"}``.
+
+    Raises:
+        Forbidden: the caller's organisation owns no dataset in the active or proposed policy.
+        Conflict: another proposal is pending.
+        InvalidPolicy: the document does not validate (path and rule named).
+    """
+    require_role(principal, "compliance")
+    collab = member_collaboration(services, principal, collab_id)
+    text, policy = _load(body, media_type)
+    _check_members(policy, collab_id, collab.members)
+    with services.lock:
+        active = services.catalog.active_policy(collab_id)
+        active_parsed = active_policy(services, collab_id)[1] if active else None
+        owners = policy.owners | (active_parsed.owners if active_parsed else frozenset())
+        if principal.org not in owners:
+            raise Forbidden(
+                "only a compliance officer of an organisation that owns a dataset in the "
+                f"policy may propose it; {principal.org!r} owns none"
+            )
+        pending = services.catalog.policy_versions(collab_id, "pending")
+        if pending:
+            raise Conflict(
+                f"version {pending[0].version} is pending; approve, reject or withdraw it first"
+            )
+        required = tuple(sorted(affected_owners(active_parsed, policy) | {principal.org}))
+        status = "active" if required == (principal.org,) else "pending"
+        now = services.clock()
+        number = services.catalog.add_policy_version(
+            collab_id, text, status, principal.org, now, required
+        )
+        services.catalog.decide_policy(
+            collab_id, number, principal.org, "approved", principal.key_id, now, None
+        )
+        version = services.catalog.policy_version(collab_id, number)
+    assert version is not None
     record(
         services,
         principal,
         collab_id,
-        "policy.activated",
-        visible_to=tuple(collab.members),
-        details={"version": version, "previous": previous.version if previous else None},
+        "policy.proposed",
+        visible_to=collab.members,
+        details={
+            "version": number,
+            "required": list(required),
+            "previous": active.version if active else None,
+        },
     )
+    if status == "active":
+        record(
+            services,
+            principal,
+            collab_id,
+            "policy.activated",
+            visible_to=collab.members,
+            details={"version": number, "previous": active.version if active else None},
+        )
+    return _answer(version, _diff(active, text, f"v{number} (proposed)"))
+
+
+def _pending(services: Services, collab_id: str, number: int) -> PolicyVersion:
+    version = services.catalog.policy_version(collab_id, number)
+    if version is None:
+        raise NotFound(f"policy version {number} not found")
+    if version.status != "pending":
+        raise Conflict(f"policy version {number} is {version.status}, not pending")
+    return version
+
+
+def decide(
+    services: Services, principal: Principal, collab_id: str, number: int, decision: str
+) -> dict[str, Any]:
+    """Approve or reject a pending version on behalf of the caller's organisation.
+
+    The last approval needed activates the version; one rejection rejects it.
+
+    Raises:
+        Forbidden: the caller's organisation is not among those whose approval it needs.
+        Conflict: the version is not pending, or the organisation has decided already.
+    """
+    require_role(principal, "compliance")
+    collab = member_collaboration(services, principal, collab_id)
+    with services.lock:
+        version = _pending(services, collab_id, number)
+        if principal.org not in version.required:
+            raise Forbidden(
+                f"version {number} does not need {principal.org!r}'s approval "
+                f"(it needs: {', '.join(version.required)})"
+            )
+        if principal.org in version.decisions:
+            raise Conflict(f"{principal.org!r} has already decided on version {number}")
+        approvals = {**version.approvals, principal.org: decision == "approved"}
+        new_status = None
+        if decision == "rejected":
+            new_status = "rejected"
+        elif all(approvals.values()):
+            new_status = "active"
+        previous = services.catalog.active_policy(collab_id)
+        services.catalog.decide_policy(
+            collab_id,
+            number,
+            principal.org,
+            decision,
+            principal.key_id,
+            services.clock(),
+            new_status,
+        )
+        updated = services.catalog.policy_version(collab_id, number)
+    assert updated is not None
+    action = "policy.approved" if decision == "approved" else "policy.rejected"
+    record(
+        services,
+        principal,
+        collab_id,
+        action,
+        visible_to=collab.members,
+        details={"version": number},
+    )
+    if new_status == "active":
+        record(
+            services,
+            principal,
+            collab_id,
+            "policy.activated",
+            visible_to=collab.members,
+            details={"version": number, "previous": previous.version if previous else None},
+        )
+    return _answer(updated, _diff(previous, updated.document, f"v{number}"))
+
+
+def withdraw(
+    services: Services, principal: Principal, collab_id: str, number: int
+) -> dict[str, Any]:
+    """The proposer's organisation withdraws its pending proposal."""
+    require_role(principal, "compliance")
+    collab = member_collaboration(services, principal, collab_id)
+    with services.lock:
+        version = _pending(services, collab_id, number)
+        if version.proposed_by != principal.org:
+            raise Forbidden(f"only {version.proposed_by!r}, who proposed it, may withdraw it")
+        services.catalog.set_policy_status(collab_id, number, "withdrawn")
+        updated = services.catalog.policy_version(collab_id, number)
+    assert updated is not None
+    record(
+        services,
+        principal,
+        collab_id,
+        "policy.withdrawn",
+        visible_to=collab.members,
+        details={"version": number},
+    )
+    return _answer(updated, "")
+
+
+def list_versions(services: Services, principal: Principal, collab_id: str) -> dict[str, Any]:
+    member_collaboration(services, principal, collab_id)
     return {
-        "status": "active",
-        "version": version,
-        "approvals": {principal.org: True},
-        "diff": diff,
+        "versions": [
+            {
+                "version": v.version,
+                "status": v.status,
+                "proposed_by": v.proposed_by,
+                "created_at": v.created_at.isoformat(),
+                "approvals": v.approvals,
+            }
+            for v in services.catalog.policy_versions(collab_id)
+        ]
+    }
+
+
+def read_version(
+    services: Services, principal: Principal, collab_id: str, number: int
+) -> dict[str, Any]:
+    """Any version, with its diff against the version active now; older ones stay readable."""
+    member_collaboration(services, principal, collab_id)
+    version = services.catalog.policy_version(collab_id, number)
+    if version is None:
+        raise NotFound(f"policy version {number} not found")
+    active = services.catalog.active_policy(collab_id)
+    return {
+        "collaboration": collab_id,
+        "version": version.version,
+        "status": version.status,
+        "proposed_by": version.proposed_by,
+        "created_at": version.created_at.isoformat(),
+        "approvals": version.approvals,
+        "document": version.document,
+        "policy": yaml.safe_load(version.document),
+        "diff": ""
+        if active and active.version == number
+        else _diff(active, version.document, f"v{number}"),
     }

@@ -85,9 +85,20 @@ class Catalog:
         return bytes(row[0])
 
     # policies ---------------------------------------------------------------------------
+    _POLICY_COLUMNS = (
+        "collaboration, version, document, status, proposed_by, created_at, required_json"
+    )
+
     def add_policy_version(
-        self, collab_id: str, document: str, status: str, proposed_by: str, at: datetime
+        self,
+        collab_id: str,
+        document: str,
+        status: str,
+        proposed_by: str,
+        at: datetime,
+        required: tuple[str, ...] = (),
     ) -> int:
+        """Store a new version; an ``active`` one supersedes the active version atomically."""
         with self.db.transaction() as tx:
             row = tx.one(
                 "SELECT COALESCE(MAX(version), 0) FROM policy_versions WHERE collaboration = ?",
@@ -101,18 +112,91 @@ class Catalog:
                     (collab_id,),
                 )
             tx.execute(
-                "INSERT INTO policy_versions VALUES (?, ?, ?, ?, ?, ?)",
-                (collab_id, version, document, status, proposed_by, at),
+                f"INSERT INTO policy_versions ({self._POLICY_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (collab_id, version, document, status, proposed_by, at, json.dumps(required)),
             )
         return version
 
-    def active_policy(self, collab_id: str) -> PolicyVersion | None:
-        row = self.db.one(
-            "SELECT collaboration, version, document, status, proposed_by, created_at "
-            "FROM policy_versions WHERE collaboration = ? AND status = 'active'",
-            (collab_id,),
+    def _policy(self, row: tuple[object, ...]) -> PolicyVersion:
+        collab_id, version = str(row[0]), int(str(row[1]))
+        decisions = {
+            str(org): str(decision)
+            for org, decision in self.db.execute(
+                "SELECT org, decision FROM policy_decisions WHERE collaboration = ? "
+                "AND version = ?",
+                (collab_id, version),
+            )
+        }
+        return PolicyVersion(
+            collab_id,
+            version,
+            str(row[2]),
+            str(row[3]),
+            str(row[4]),
+            row[5],  # type: ignore[arg-type]
+            tuple(json.loads(str(row[6] or "[]"))),
+            decisions,
         )
-        return PolicyVersion(*row) if row else None
+
+    def policy_versions(self, collab_id: str, status: str | None = None) -> list[PolicyVersion]:
+        sql = f"SELECT {self._POLICY_COLUMNS} FROM policy_versions WHERE collaboration = ?"
+        params: list[object] = [collab_id]
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(status)
+        return [self._policy(r) for r in self.db.execute(sql + " ORDER BY version", params)]
+
+    def policy_version(self, collab_id: str, version: int) -> PolicyVersion | None:
+        rows = self.db.execute(
+            f"SELECT {self._POLICY_COLUMNS} FROM policy_versions "
+            "WHERE collaboration = ? AND version = ?",
+            (collab_id, version),
+        )
+        return self._policy(rows[0]) if rows else None
+
+    def active_policy(self, collab_id: str) -> PolicyVersion | None:
+        found = self.policy_versions(collab_id, "active")
+        return found[0] if found else None
+
+    def decide_policy(
+        self,
+        collab_id: str,
+        version: int,
+        org: str,
+        decision: str,
+        decided_by: str,
+        at: datetime,
+        new_status: str | None,
+    ) -> None:
+        """Record one organisation's decision and, if given, the version's new status.
+
+        Activation supersedes the active version in the same transaction.
+        """
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO policy_decisions VALUES (?, ?, ?, ?, ?, ?)",
+                (collab_id, version, org, decision, decided_by, at),
+            )
+            if new_status is not None:
+                self._set_status(tx, collab_id, version, new_status)
+
+    def set_policy_status(self, collab_id: str, version: int, status: str) -> None:
+        with self.db.transaction() as tx:
+            self._set_status(tx, collab_id, version, status)
+
+    @staticmethod
+    def _set_status(tx: Database, collab_id: str, version: int, status: str) -> None:
+        if status == "active":
+            tx.execute(
+                "UPDATE policy_versions SET status = 'superseded' "
+                "WHERE collaboration = ? AND status = 'active'",
+                (collab_id,),
+            )
+        tx.execute(
+            "UPDATE policy_versions SET status = ? WHERE collaboration = ? AND version = ?",
+            (status, collab_id, version),
+        )
 
     # datasets ---------------------------------------------------------------------------
     def next_dataset_version(self, collab_id: str, dataset: str) -> int:

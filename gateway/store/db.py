@@ -30,6 +30,11 @@ CREATE TABLE IF NOT EXISTS policy_versions (
     collaboration VARCHAR NOT NULL, version INTEGER NOT NULL, document VARCHAR NOT NULL,
     status VARCHAR NOT NULL, proposed_by VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (collaboration, version));
+ALTER TABLE policy_versions ADD COLUMN IF NOT EXISTS required_json VARCHAR DEFAULT '[]';
+CREATE TABLE IF NOT EXISTS policy_decisions (
+    collaboration VARCHAR NOT NULL, version INTEGER NOT NULL, org VARCHAR NOT NULL,
+    decision VARCHAR NOT NULL, decided_by VARCHAR NOT NULL, decided_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (collaboration, version, org));
 CREATE TABLE IF NOT EXISTS dataset_versions (
     collaboration VARCHAR NOT NULL, dataset VARCHAR NOT NULL, version INTEGER NOT NULL,
     file VARCHAR NOT NULL, wrapped_key BLOB NOT NULL, rows BIGINT NOT NULL,

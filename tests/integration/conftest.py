@@ -130,9 +130,17 @@ def demo_policy() -> dict[str, Any]:
 def put_policy(
     api: Any, demo_keys: dict[str, Any], demo_policy: dict[str, Any]
 ) -> Callable[..., dict[str, Any]]:
-    """Activate a variant of the demo policy: ``put_policy(lambda doc: ...)`` edits a copy."""
+    """Activate a variant of the demo policy: ``put_policy(lambda doc: ...)`` edits a copy.
 
-    def put(edit: Callable[[dict[str, Any]], None] | None = None, org: str = "acme") -> Any:
+    ``org`` proposes it; unless ``approve=False``, every other owner whose approval it needs
+    approves it, so it is active when this returns.
+    """
+
+    def put(
+        edit: Callable[[dict[str, Any]], None] | None = None,
+        org: str = "acme",
+        approve: bool = True,
+    ) -> Any:
         document = copy.deepcopy(demo_policy)
         if edit is not None:
             edit(document)
@@ -143,7 +151,19 @@ def put_policy(
             headers={"Content-Type": "application/yaml"},
         )
         assert response.status_code == 200, response.text
-        return response.json()
+        answer = response.json()
+        if approve and answer["status"] == "pending":
+            for other, approved in answer["approvals"].items():
+                if approved:
+                    continue
+                decided = api.post(
+                    f"/v1/collaborations/{DEMO}/policy/versions/{answer['version']}/approve",
+                    key=demo_keys[other]["compliance"],
+                )
+                assert decided.status_code == 200, decided.text
+                answer = decided.json()
+            assert answer["status"] == "active", answer
+        return answer
 
     return put
 
