@@ -210,9 +210,16 @@ def test_upload_missing_a_column_raises_invalid_upload(
 
 
 def test_overspending_raises_budget_exceeded(
-    analyst: GatewayClient, compliance: GatewayClient, first_query: FirstQuery
+    analyst: GatewayClient,
+    compliance: GatewayClient,
+    first_query: FirstQuery,
+    gateway: Any,
+    keys: dict[str, Any],
 ) -> None:
-    """Lower ACME's budget to 0.25 above what it spent, then ask for 0.5; restore after."""
+    """Lower ACME's budget to 0.25 above what it spent, then ask for 0.5; restore after.
+
+    Budgets govern every dataset, so BigMart's compliance officer approves each change.
+    """
     original = compliance.policy(C)
     [before] = analyst.budget(C)
     lowered, n = re.subn(
@@ -221,17 +228,25 @@ def test_overspending_raises_budget_exceeded(
         original,
     )
     assert n == 1
-    answer = compliance.put_policy(C, lowered)
-    try:
-        assert answer["status"] == "active"
-        [lowered_budget] = analyst.budget(C)
-        assert lowered_budget["epsilon_left"] == pytest.approx(0.25)
-        with pytest.raises(BudgetExceeded) as caught:
-            analyst.query(C, plan=COUNT_BY_CHANNEL, epsilon=0.5)
-        assert caught.value.status == 429
-        assert caught.value.code == "budget_exceeded"
-        assert analyst.budget(C) == [lowered_budget]
-    finally:
-        restored = compliance.put_policy(C, original)
+    with GatewayClient(gateway.url, keys["bigmart"]["compliance"]) as other_owner:
+
+        def activate(document: str) -> dict[str, Any]:
+            proposal = compliance.put_policy(C, document)
+            assert proposal["status"] == "pending"
+            assert proposal["approvals"] == {"acme": True, "bigmart": False}
+            return other_owner.approve_policy(C, proposal["version"])
+
+        answer = activate(lowered)
+        try:
+            assert answer["status"] == "active"
+            [lowered_budget] = analyst.budget(C)
+            assert lowered_budget["epsilon_left"] == pytest.approx(0.25)
+            with pytest.raises(BudgetExceeded) as caught:
+                analyst.query(C, plan=COUNT_BY_CHANNEL, epsilon=0.5)
+            assert caught.value.status == 429
+            assert caught.value.code == "budget_exceeded"
+            assert analyst.budget(C) == [lowered_budget]
+        finally:
+            restored = activate(original)
     assert restored["status"] == "active"
     assert restored["version"] > answer["version"]
