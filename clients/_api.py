@@ -216,11 +216,30 @@ def put_policy(c: str, yaml_text: str) -> Operation[dict[str, Any]]:
     )
 
 
-def approve_policy(c: str, version: int) -> Operation[dict[str, Any]]:
+def _policy_version(c: str, version: int) -> str:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"policy version must be a positive integer, not {version!r}")
-    path = f"{_collab(c)}/policy/versions/{version}/approve"
-    return Operation("POST", path, json_object)
+    return f"{_collab(c)}/policy/versions/{version}"
+
+
+def policy_versions(c: str) -> Operation[list[dict[str, Any]]]:
+    return Operation("GET", f"{_collab(c)}/policy/versions", _list_field("versions"))
+
+
+def policy_version(c: str, version: int) -> Operation[dict[str, Any]]:
+    path = _policy_version(c, version)
+    return Operation("GET", path, json_object, headers={"Accept": JSON})
+
+
+def decide_policy(c: str, version: int, decision: str) -> Operation[dict[str, Any]]:
+    """``POST …/policy/versions/{v}/<decision>`` for approve, reject or withdraw."""
+    if decision not in ("approve", "reject", "withdraw"):
+        raise ValueError(f"decision must be approve, reject or withdraw, not {decision!r}")
+    return Operation("POST", f"{_policy_version(c, version)}/{decision}", json_object)
+
+
+def approve_policy(c: str, version: int) -> Operation[dict[str, Any]]:
+    return decide_policy(c, version, "approve")
 
 
 def audit(c: str, params: Mapping[str, QueryParam | None]) -> Operation[list[dict[str, Any]]]:

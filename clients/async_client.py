@@ -186,6 +186,34 @@ class AsyncGatewayClient:
         """
         return await self._run(_api.approve_policy(c, version))
 
+    async def reject_policy(self, c: str, version: int) -> dict[str, Any]:
+        """Reject a proposed version for this key's organisation.
+
+        Example: ``await gw.reject_policy("cx", 3)``.
+        """
+        return await self._run(_api.decide_policy(c, version, "reject"))
+
+    async def withdraw_policy(self, c: str, version: int) -> dict[str, Any]:
+        """Withdraw a pending proposal of this key's organisation.
+
+        Example: ``await gw.withdraw_policy("cx", 3)``.
+        """
+        return await self._run(_api.decide_policy(c, version, "withdraw"))
+
+    async def policy_versions(self, c: str) -> list[dict[str, Any]]:
+        """Every policy version with its status and approvals.
+
+        Example: ``[v["status"] for v in await gw.policy_versions("cx")]``.
+        """
+        return await self._run(_api.policy_versions(c))
+
+    async def policy_version(self, c: str, version: int) -> dict[str, Any]:
+        """One policy version with its document, diff and approvals.
+
+        Example: ``(await gw.policy_version("cx", 1))["document"]``.
+        """
+        return await self._run(_api.policy_version(c, version))
+
     async def audit(self, c: str, **params: QueryParam | None) -> list[dict[str, Any]]:
         """Audit events touching the caller's data; ``params`` go to the query string.
 

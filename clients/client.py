@@ -269,6 +269,58 @@ class GatewayClient:
         """
         return self._run(_api.approve_policy(c, version))
 
+    def reject_policy(self, c: str, version: int) -> dict[str, Any]:
+        """Reject a proposed policy version for this key's organisation (compliance only).
+
+        A rejected version never becomes active; the active version stays in force.
+
+        Returns:
+            ``{"status", "version", "approvals", "diff"}`` as for :meth:`put_policy`.
+
+        Raises:
+            Conflict: The version is no longer pending.
+
+        Example:
+            >>> gw.reject_policy("acme-bigmart-cx", 3)["status"]  # doctest: +SKIP
+            'rejected'
+        """
+        return self._run(_api.decide_policy(c, version, "reject"))
+
+    def withdraw_policy(self, c: str, version: int) -> dict[str, Any]:
+        """Withdraw a pending proposal of this key's organisation (compliance only).
+
+        Raises:
+            Conflict: The version is no longer pending.
+
+        Example:
+            >>> gw.withdraw_policy("acme-bigmart-cx", 3)["status"]  # doctest: +SKIP
+            'withdrawn'
+        """
+        return self._run(_api.decide_policy(c, version, "withdraw"))
+
+    def policy_versions(self, c: str) -> list[dict[str, Any]]:
+        """Every policy version of ``c``, oldest first, with its status and approvals.
+
+        Returns:
+            Entries ``{"version", "status", "proposed_by", "created_at", "approvals"}``;
+            ``status`` is one of active, pending, superseded, rejected, withdrawn.
+
+        Example:
+            >>> [v["status"] for v in gw.policy_versions("acme-bigmart-cx")]  # doctest: +SKIP
+            ['superseded', 'active', 'pending']
+        """
+        return self._run(_api.policy_versions(c))
+
+    def policy_version(self, c: str, version: int) -> dict[str, Any]:
+        """One policy version: ``status``, ``document`` (YAML), ``diff``, ``approvals``, ...
+
+        Older and refused versions stay readable.
+
+        Example:
+            >>> print(gw.policy_version("acme-bigmart-cx", 1)["document"])  # doctest: +SKIP
+        """
+        return self._run(_api.policy_version(c, version))
+
     def audit(self, c: str, **params: QueryParam | None) -> list[dict[str, Any]]:
         """Audit events touching the caller's data (compliance only).
 

@@ -4,6 +4,10 @@ Examples:
     insightgw serve --demo --host 127.0.0.1 --port 8000 --data-dir ./var
     insightgw admin bootstrap --data-dir ./var
     insightgw admin create-org dealer-north --name "Dealer North" --kind partner --key igw_...
+    insightgw policy validate policies/acme-bigmart-cx.yaml
+    insightgw audit verify --data-dir ./var
+
+The compliance commands (``policy``, ``audit``, ``budget``) live in :mod:`gateway.cli_compliance`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.cli_compliance import add_compliance_parsers
 from gateway.config import ConfigurationError, Settings
 from gateway.store.db import CatalogUnavailable
 
@@ -165,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     collab.add_argument("id")
     collab.add_argument("--name", required=True)
     collab.add_argument("--members", required=True, help="comma-separated organisation ids")
+
+    add_compliance_parsers(sub)
     return parser
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from gateway.domain.budget import epsilon_to_rho
@@ -150,6 +150,7 @@ class CheckedQuery:
     min_group_size: int
     delta: float
     measure: str = "epsilon"  # what the ledger composes: ε, or ρ under zCDP
+    binding: dict[str, BindingRule] = field(default_factory=dict)
     loss: float = 0.0  # the query's privacy loss in that measure (ε itself in pure mode)
 
     def columns_read(self) -> list[ResolvedColumn]:
@@ -211,6 +212,44 @@ def _require_use(col: ResolvedColumn, use: str, field: str, doing: str) -> None:
             f"{col.path}.use",
             f"{field}: column {col.name!r} is '{col.rule.use}' and may not be {doing}",
         )
+
+
+@dataclass(frozen=True)
+class BindingRule:
+    """The value of a limit for one query and the policy path of the rule that set it."""
+
+    value: float
+    path: str
+
+
+def effective_rules(policy: Policy, datasets: tuple[DatasetPolicy, ...]) -> dict[str, BindingRule]:
+    """Where several owners' rules meet in one query, the strictest applies.
+
+    Returns, for ``max_epsilon_per_query``, ``min_group_size`` and ``max_groups_per_query``,
+    the binding value and its path (the collaboration-wide rule wins ties).
+    """
+    rules = {
+        "max_epsilon_per_query": BindingRule(
+            policy.privacy.max_epsilon_per_query, "privacy.max_epsilon_per_query"
+        ),
+        "min_group_size": BindingRule(policy.rules.min_group_size, "rules.min_group_size"),
+        "max_groups_per_query": BindingRule(
+            policy.rules.max_groups_per_query, "rules.max_groups_per_query"
+        ),
+    }
+    for ds in datasets:
+        for name in rules:
+            value = getattr(ds.rules, name)
+            if value is None:
+                continue
+            stricter = (
+                value > rules[name].value
+                if name == "min_group_size"
+                else (value < rules[name].value)
+            )
+            if stricter:
+                rules[name] = BindingRule(value, f"datasets.{ds.id}.rules.{name}")
+    return rules
 
 
 def _resolve_predicate(
@@ -278,12 +317,6 @@ def check_query(
             f"budgets.{analyst_org}",
             f"organisation {analyst_org!r} has no query budget in this collaboration",
         )
-    if eps > policy.privacy.max_epsilon_per_query:
-        raise PolicyViolation(
-            "privacy.max_epsilon_per_query",
-            f"epsilon {eps:g} is above the per-query cap {policy.privacy.max_epsilon_per_query:g}",
-        )
-
     datasets: list[DatasetPolicy] = []
     for name in plan.datasets:
         ds = policy.dataset(name)
@@ -296,6 +329,10 @@ def check_query(
         if not policy.may_join(a, b):
             raise PolicyViolation("joins", f"the policy does not allow joining {a} with {b}")
     used = tuple(datasets)
+    binding = effective_rules(policy, used)
+    cap = binding["max_epsilon_per_query"]
+    if eps > cap.value:
+        raise PolicyViolation(cap.path, f"epsilon {eps:g} is above the per-query cap {cap.value:g}")
     for dataset_id, column in request.join_on:
         ds = policy.dataset(dataset_id)
         if ds is None or column != ds.customer_key:
@@ -313,12 +350,12 @@ def check_query(
     )
     private_groups = any(g.keys is None for g in group_by)
     group_keys: tuple[GroupKey, ...] = ()
-    max_groups = policy.rules.max_groups_per_query
+    max_groups = int(binding["max_groups_per_query"].value)
     if not private_groups:
         size = math.prod(len(g.keys or ()) for g in group_by)
         if size > max_groups:
             raise PolicyViolation(
-                "rules.max_groups_per_query",
+                binding["max_groups_per_query"].path,
                 f"the query has {size} groups; the policy allows at most {max_groups}",
             )
         group_keys = tuple(itertools.product(*(g.keys or () for g in group_by)))
@@ -328,7 +365,8 @@ def check_query(
     l0 = min(rows_per_customer, groups_per_customer) if group_by else 1
 
     stat_cols: dict[str, tuple[str, ResolvedColumn | None, float | None]] = {}
-    if policy.rules.min_group_size > 0 or private_groups:
+    min_group_size = int(binding["min_group_size"].value)
+    if min_group_size > 0 or private_groups:
         # Suppression and partition selection are decided on a noisy count.
         stat_cols["count"] = ("count", None, None)
     outputs_raw: list[tuple[str, str, ResolvedColumn | None, float | None]] = []
@@ -456,8 +494,9 @@ def check_query(
         outputs=tuple(outputs),
         rows_per_customer=rows_per_customer,
         groups_per_customer=groups_per_customer,
-        min_group_size=policy.rules.min_group_size,
+        min_group_size=min_group_size,
         delta=policy.privacy.delta,
         measure=policy.measure,
         loss=loss,
+        binding=binding,
     )

@@ -177,6 +177,18 @@ class ColumnRule:
 
 
 @dataclass(frozen=True)
+class DatasetRules:
+    """A data owner's own limits for queries touching its dataset (None: the global rule).
+
+    Where several owners' rules meet in one query, the strictest applies.
+    """
+
+    min_group_size: int | None = None
+    max_groups_per_query: int | None = None
+    max_epsilon_per_query: float | None = None
+
+
+@dataclass(frozen=True)
 class DatasetPolicy:
     """The rules for one dataset, named ``<owner>.<name>``."""
 
@@ -187,6 +199,7 @@ class DatasetPolicy:
     kind: Literal["customer", "aggregate"] = "customer"
     max_rows_per_unit: int = 1
     max_groups_per_unit: int = 1
+    rules: DatasetRules = field(default_factory=DatasetRules)
 
     @property
     def name(self) -> str:
@@ -283,7 +296,15 @@ def _parse_dataset(dataset_id: str, raw: object, path: str) -> DatasetPolicy:
     obj = _mapping(raw, path)
     _no_unknown(
         obj,
-        {"owner", "customer_key", "columns", "kind", "max_rows_per_unit", "max_groups_per_unit"},
+        {
+            "owner",
+            "customer_key",
+            "columns",
+            "kind",
+            "max_rows_per_unit",
+            "max_groups_per_unit",
+            "rules",
+        },
         path,
     )
     if dataset_id.count(".") != 1:
@@ -330,7 +351,27 @@ def _parse_dataset(dataset_id: str, raw: object, path: str) -> DatasetPolicy:
         kind=kind,
         max_rows_per_unit=max_rows,
         max_groups_per_unit=max_groups,
+        rules=_parse_dataset_rules(obj.get("rules", {}), f"{path}.rules"),
     )
+
+
+def _parse_dataset_rules(raw: object, path: str) -> DatasetRules:
+    rules = _mapping(raw, path)
+    _no_unknown(rules, {"min_group_size", "max_groups_per_query", "max_epsilon_per_query"}, path)
+    counts: dict[str, int | None] = {}
+    for key in ("min_group_size", "max_groups_per_query"):
+        value = rules.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise InvalidPolicy(f"{path}.{key}", "must be an integer >= 0")
+        counts[key] = value
+    cap = rules.get("max_epsilon_per_query")
+    if cap is not None:
+        cap = _number(cap, f"{path}.max_epsilon_per_query")
+        if cap <= 0:
+            raise InvalidPolicy(f"{path}.max_epsilon_per_query", "must be > 0")
+    return DatasetRules(counts["min_group_size"], counts["max_groups_per_query"], cap)
 
 
 def parse_policy(raw: object) -> Policy:

@@ -66,7 +66,10 @@ def _round_up(value: float) -> float:
 
 
 def epsilon_for_accuracy(
-    check: Callable[[float], CheckedQuery], accuracy: Accuracy, cap: float
+    check: Callable[[float], CheckedQuery],
+    accuracy: Accuracy,
+    cap: float,
+    cap_path: str = "privacy.max_epsilon_per_query",
 ) -> float:
     """The smallest ε (≤ ``cap``) whose half-widths meet ``accuracy``.
 
@@ -76,7 +79,7 @@ def epsilon_for_accuracy(
     target = accuracy.halfwidth
     if worst_halfwidth(check(cap), accuracy) > target:
         raise PolicyViolation(
-            "privacy.max_epsilon_per_query",
+            cap_path,
             f"the accuracy target needs more than the per-query cap of epsilon {cap:g}",
         )
     lo, hi = MIN_EPSILON, cap

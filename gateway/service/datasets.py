@@ -50,10 +50,12 @@ def upload_dataset(
     """
     authorise_upload(services, principal, collab_id)
     dataset_id = f"{principal.org}.{name}"
+    policy_number: int | None = None
     try:
         if not name or not all(c.isalnum() or c in "_-" for c in name):
             raise InvalidRequest("name: a dataset name holds only letters, digits, '_' and '-'")
         policy_version, policy = active_policy(services, collab_id)
+        policy_number = policy_version.version
         ds_policy = policy.dataset(dataset_id)
         if ds_policy is None:
             raise PolicyViolation(
@@ -87,7 +89,14 @@ def upload_dataset(
             collab_id,
             "dataset.rejected",
             visible_to=(principal.org,),
-            details={"dataset": dataset_id, "code": exc.code, "message": exc.message},
+            details={
+                "dataset": dataset_id,
+                "datasets": [dataset_id],
+                "policy_version": policy_number,
+                "outcome": exc.code,
+                "code": exc.code,
+                "message": exc.message,
+            },
         )
         raise
     record(
@@ -98,10 +107,12 @@ def upload_dataset(
         visible_to=(principal.org,),
         details={
             "dataset": dataset_id,
+            "datasets": [dataset_id],
             "version": dv.version,
             "rows": dv.rows,
             "policy_version": policy_version.version,
             "dropped_columns": dropped,
+            "outcome": "stored",
         },
     )
     return {

@@ -11,15 +11,15 @@ independent of policy versions, and a lowered budget leaves an analyst at zero, 
 from __future__ import annotations
 
 import difflib
-import json
 from typing import Any
 
 import yaml
 
 from gateway.domain.errors import Conflict, Forbidden, InvalidPolicy, InvalidRequest, NotFound
 from gateway.domain.model import PolicyVersion, Principal
-from gateway.domain.policy import Policy, parse_policy
+from gateway.domain.policy import Policy
 from gateway.domain.policy_change import affected_owners
+from gateway.domain.policy_document import load_policy_document
 from gateway.service.access import active_policy, member_collaboration, require_role
 from gateway.service.context import Services, record
 
@@ -47,13 +47,7 @@ def _load(body: bytes, media_type: str) -> tuple[str, Policy]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequest("policy: the body must be UTF-8 text") from None
-    try:
-        raw = json.loads(text) if media_type == "application/json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InvalidPolicy("", f"the document is not valid YAML/JSON{where}") from None
-    policy = parse_policy(raw)
+    raw, policy = load_policy_document(text, media_type)
     if media_type == "application/json":
         text = yaml.safe_dump(raw, sort_keys=False)
     return text, policy

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from gateway.domain.budget import Period, QueryCost, fits
-from gateway.domain.checker import CheckedQuery, check_query
+from gateway.domain.checker import CheckedQuery, check_query, effective_rules
 from gateway.domain.errors import Conflict, GatewayError, InternalError
 from gateway.domain.model import DatasetVersion, PolicyVersion, Principal
 from gateway.domain.plan import QueryRequest, parse_query_request
@@ -32,10 +32,13 @@ def _check(request: QueryRequest, policy: Policy, org: str) -> CheckedQuery:
     """Check the request; an accuracy target first picks the smallest sufficient ε."""
     if request.accuracy is None:
         return check_query(request, policy, org)
+    used = tuple(d for d in map(policy.dataset, request.plan.datasets) if d is not None)
+    cap = effective_rules(policy, used)["max_epsilon_per_query"]
     epsilon = epsilon_for_accuracy(
         lambda e: check_query(request, policy, org, epsilon=e),
         request.accuracy,
-        policy.privacy.max_epsilon_per_query,
+        cap.value,
+        cap.path,
     )
     return check_query(request, policy, org, epsilon=epsilon)
 
@@ -298,6 +301,9 @@ def explain_query(
         ],
         "aggregates": expected_halfwidths(checked, noise),
         "min_group_size": checked.min_group_size,
+        "binding_rules": {
+            name: {"value": rule.value, "path": rule.path} for name, rule in checked.binding.items()
+        },
         "budget": budget,
         "within_budget": fits(0.0, checked.loss, budget[f"{checked.measure}_left"]),
     }

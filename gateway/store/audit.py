@@ -70,6 +70,16 @@ def _event_hash(
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class ChainCheck:
+    """The verdict on the audit chain: ``first_bad`` and ``reason`` are None when ``ok``."""
+
+    ok: bool
+    events: int
+    first_bad: int | None
+    reason: str | None
+
+
 def _head_message(seq: int, digest: str) -> bytes:
     return f"insight-gateway-audit-head:{seq}:{digest}".encode()
 
@@ -151,22 +161,59 @@ class AuditLog:
 
     def verify(self) -> tuple[bool, int, int | None]:
         """Check every link and the signed head. Returns ``(ok, events, first_bad_seq)``."""
+        result = self.check()
+        return result.ok, result.events, result.first_bad
+
+    def check(self) -> ChainCheck:
+        """Check the whole chain and say where and why it breaks.
+
+        ``first_bad`` is the lowest sequence number that cannot be trusted: a changed entry, the
+        first missing one in a gap, the first one cut from the tail (the signed head names a
+        later entry), the first one appended after the signed head, or the last entry when the
+        head's signature does not verify under the gateway's key.
+
+        Example:
+            >>> log.check()  # doctest: +SKIP
+            ChainCheck(ok=False, events=41, first_bad=7, reason='entry 7 is missing')
+        """
         rows = self.db.execute(f"SELECT {_COLUMNS} FROM audit_events ORDER BY seq")
+        count = len(rows)
+        hashes: dict[int, str] = {}
         prev, expected_seq = GENESIS, 1
         for r in rows:
             seq = int(r[0])
+            if seq != expected_seq:
+                return ChainCheck(False, count, expected_seq, f"entry {expected_seq} is missing")
+            if r[8] != prev:
+                reason = f"entry {seq} does not link to entry {seq - 1}"
+                return ChainCheck(False, count, seq, reason)
             digest = _event_hash(prev, seq, r[1], r[2], r[3], r[4], r[5], tuple(r[6]), r[7])
-            if seq != expected_seq or r[8] != prev or r[9] != digest:
-                return False, len(rows), seq
+            if r[9] != digest:
+                return ChainCheck(False, count, seq, f"entry {seq} does not match its hash")
+            hashes[seq] = digest
             prev, expected_seq = digest, seq + 1
+        return self._check_head(count, hashes)
+
+    def _check_head(self, count: int, hashes: dict[int, str]) -> ChainCheck:
         head = self.db.one("SELECT seq, hash, signature FROM audit_head WHERE id = 1")
-        if not rows:
-            return head is None, 0, None if head is None else 1
-        last_seq = int(rows[-1][0])
-        if head is None or int(head[0]) != last_seq or head[1] != prev:
-            return False, len(rows), last_seq
+        last = count  # the links held, so the entries are exactly 1..count
+        if head is None:
+            if count == 0:
+                return ChainCheck(True, 0, None, None)
+            return ChainCheck(False, count, last, "the signed chain head is missing")
+        head_seq, head_hash = int(head[0]), str(head[1])
         try:
-            self._key.public_key().verify(bytes(head[2]), _head_message(last_seq, prev))
+            self._key.public_key().verify(bytes(head[2]), _head_message(head_seq, head_hash))
         except InvalidSignature:
-            return False, len(rows), last_seq
-        return True, len(rows), None
+            reason = "the chain head's signature does not verify under the gateway's key"
+            return ChainCheck(False, count, max(last, 1), reason)
+        if head_seq > last:
+            reason = f"entries {last + 1}..{head_seq} are missing (the signed head is {head_seq})"
+            return ChainCheck(False, count, last + 1, reason)
+        if hashes.get(head_seq) != head_hash:
+            reason = f"entry {head_seq} differs from the one the head signed"
+            return ChainCheck(False, count, head_seq, reason)
+        if head_seq < last:
+            reason = f"entries {head_seq + 1}..{last} were added after the signed head"
+            return ChainCheck(False, count, head_seq + 1, reason)
+        return ChainCheck(True, count, None, None)

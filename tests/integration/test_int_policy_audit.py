@@ -100,7 +100,7 @@ BAD_POLICIES: list[tuple[str, str, Any, str]] = [
         "unknown aggregate",
         "datasets/acme.survey/columns/satisfaction/aggregates",
         ["median"],
-        "datasets.acme.survey.columns.satisfaction.aggregates",
+        "datasets.acme.survey.columns.satisfaction.aggregates[0]",
     ),
     (
         "keys on a measure",
@@ -108,7 +108,7 @@ BAD_POLICIES: list[tuple[str, str, Any, str]] = [
         [1, 2],
         "datasets.bigmart.loyalty.columns.nps_score.keys",
     ),
-    ("negative budget", "budgets/acme/epsilon", -1, "budgets.acme"),
+    ("negative budget", "budgets/acme/epsilon", -1, "budgets.acme.epsilon"),
     ("budget for a non-member", "budgets/probe", {"epsilon": 1.0}, "budgets.probe"),
     (
         "owner not a member",
