@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from gateway.domain.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
@@ -56,16 +56,22 @@ Caller = Annotated[Principal, Depends(principal_of)]
 
 
 class OrgIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # nobody sets fields we do not expect
+
     id: str
     name: str
     kind: str
 
 
 class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # nobody sets fields we do not expect
+
     role: str
 
 
 class CollaborationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # nobody sets fields we do not expect
+
     id: str
     name: str
     members: list[str] = Field(default_factory=list)
