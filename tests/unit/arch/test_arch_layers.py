@@ -87,3 +87,20 @@ def test_noise_comes_only_from_opendp() -> None:
             if needle in text:
                 offences.append(f"{path.relative_to(ROOT.parent)}: {needle}")
     assert offences == []
+
+
+def test_no_unsafe_opendp_feature_is_ever_enabled() -> None:
+    """Only ``contrib``: never floating-point, honest-but-curious or idealized-numerics."""
+    import opendp.mod
+
+    import gateway.dp.accuracy  # noqa: F401
+    import gateway.dp.release  # noqa: F401
+    import gateway.dp.selection  # noqa: F401
+
+    assert set(opendp.mod.GLOBAL_FEATURES) == {"contrib"}
+    calls = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "enable_features":
+                calls.append([getattr(a, "value", None) for a in node.args])
+    assert calls and all(args == ["contrib"] for args in calls), calls
