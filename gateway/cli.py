@@ -3,6 +3,7 @@
 Examples:
     insightgw serve --demo --host 127.0.0.1 --port 8000 --data-dir ./var
     insightgw admin bootstrap --data-dir ./var
+    insightgw admin rotate-master-key --data-dir ./var
     insightgw admin create-org dealer-north --name "Dealer North" --kind partner --key igw_...
     insightgw policy validate policies/acme-bigmart-cx.yaml
     insightgw audit verify --data-dir ./var
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.cli_admin import add_rotate_parser
 from gateway.cli_compliance import add_compliance_parsers
 from gateway.config import ConfigurationError, Settings
 from gateway.store.db import CatalogUnavailable
@@ -148,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(boot)
     boot.add_argument("--force", action="store_true")
     boot.set_defaults(run=_bootstrap)
+    add_rotate_parser(adm_sub)
 
     def remote(name: str, help_text: str) -> argparse.ArgumentParser:
         p = adm_sub.add_parser(name, help=help_text)

@@ -11,6 +11,11 @@ ROLES: tuple[Role, ...] = ("admin", "contributor", "analyst", "compliance")
 ORG_KINDS = ("brand", "retailer", "partner", "operator")
 
 
+def dataset_key_aad(collab_id: str, dataset: str, version: int) -> bytes:
+    """Associated data binding a dataset version's file and wrapped data key to its identity."""
+    return f"{collab_id}/{dataset}/v{version}".encode()
+
+
 @dataclass(frozen=True)
 class Organisation:
     id: str
@@ -80,4 +85,4 @@ class DatasetVersion:
     @property
     def aad(self) -> bytes:
         """Associated data binding the file to this dataset version."""
-        return f"{self.collaboration}/{self.dataset}/v{self.version}".encode()
+        return dataset_key_aad(self.collaboration, self.dataset, self.version)

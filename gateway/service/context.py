@@ -20,7 +20,7 @@ from gateway.domain.model import Principal
 from gateway.domain.policy import Policy
 from gateway.store.audit import AuditLog
 from gateway.store.catalog import Catalog
-from gateway.store.crypto import Keyring
+from gateway.store.crypto import Keyring, token_secret_aad
 from gateway.store.db import Database
 from gateway.store.files import DatasetFiles
 from gateway.store.ledger import Ledger
@@ -57,7 +57,7 @@ class Services:
             if collab_id not in self.token_secrets:
                 wrapped = self.catalog.wrapped_token_secret(collab_id)
                 self.token_secrets[collab_id] = self.keyring.unwrap(
-                    wrapped, f"token-secret/{collab_id}".encode()
+                    wrapped, token_secret_aad(collab_id)
                 )
             return self.token_secrets[collab_id]
 

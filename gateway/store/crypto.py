@@ -62,6 +62,11 @@ class Keyring:
         return _decrypt(self.unwrap(wrapped_key, aad), blob, aad)
 
 
+def token_secret_aad(collab_id: str) -> bytes:
+    """Associated data of a collaboration's wrapped tokenisation secret."""
+    return f"token-secret/{collab_id}".encode()
+
+
 def hash_secret(secret: str) -> str:
     """Hash of an API-key secret. Secrets are 256-bit random, so a fast hash is sufficient."""
     return hashlib.sha256(secret.encode()).hexdigest()
