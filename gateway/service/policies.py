@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from gateway.domain.errors import Conflict, Forbidden, InvalidPolicy, InvalidRequest, NotFound
-from gateway.domain.model import PolicyVersion, Principal
+from gateway.domain.model import Collaboration, PolicyVersion, Principal
 from gateway.domain.policy import Policy
 from gateway.domain.policy_change import affected_owners
 from gateway.domain.policy_document import load_policy_document
@@ -138,15 +138,25 @@ def put_policy(
         },
     )
     if status == "active":
-        record(
-            services,
-            principal,
-            collab_id,
-            "policy.activated",
-            visible_to=collab.members,
-            details={"version": number, "previous": active.version if active else None},
-        )
+        _record_activation(services, principal, collab, number, active)
     return _answer(version, _diff(active, text, f"v{number} (proposed)"))
+
+
+def _record_activation(
+    services: Services,
+    principal: Principal,
+    collab: Collaboration,
+    number: int,
+    previous: PolicyVersion | None,
+) -> None:
+    record(
+        services,
+        principal,
+        collab.id,
+        "policy.activated",
+        visible_to=collab.members,
+        details={"version": number, "previous": previous.version if previous else None},
+    )
 
 
 def _pending(services: Services, collab_id: str, number: int) -> PolicyVersion:
@@ -208,14 +218,7 @@ def decide(
         details={"version": number},
     )
     if new_status == "active":
-        record(
-            services,
-            principal,
-            collab_id,
-            "policy.activated",
-            visible_to=collab.members,
-            details={"version": number, "previous": previous.version if previous else None},
-        )
+        _record_activation(services, principal, collab, number, previous)
     return _answer(updated, _diff(previous, updated.document, f"v{number}"))
 
 

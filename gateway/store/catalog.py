@@ -106,11 +106,7 @@ class Catalog:
             )
             version = int(row[0] if row else 0) + 1
             if status == "active":
-                tx.execute(
-                    "UPDATE policy_versions SET status = 'superseded' "
-                    "WHERE collaboration = ? AND status = 'active'",
-                    (collab_id,),
-                )
+                self._supersede_active(tx, collab_id)
             tx.execute(
                 f"INSERT INTO policy_versions ({self._POLICY_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -186,13 +182,17 @@ class Catalog:
             self._set_status(tx, collab_id, version, status)
 
     @staticmethod
-    def _set_status(tx: Database, collab_id: str, version: int, status: str) -> None:
+    def _supersede_active(tx: Database, collab_id: str) -> None:
+        tx.execute(
+            "UPDATE policy_versions SET status = 'superseded' "
+            "WHERE collaboration = ? AND status = 'active'",
+            (collab_id,),
+        )
+
+    @classmethod
+    def _set_status(cls, tx: Database, collab_id: str, version: int, status: str) -> None:
         if status == "active":
-            tx.execute(
-                "UPDATE policy_versions SET status = 'superseded' "
-                "WHERE collaboration = ? AND status = 'active'",
-                (collab_id,),
-            )
+            cls._supersede_active(tx, collab_id)
         tx.execute(
             "UPDATE policy_versions SET status = ? WHERE collaboration = ? AND version = ?",
             (status, collab_id, version),
