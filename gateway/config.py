@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = None
     master_key_file: Path | None = None
     max_upload_bytes: int = Field(default=4 * 1024**3, ge=1024)
+    max_decoded_bytes: int = Field(default=8 * 1024**3, ge=1024)
+    """Largest size an upload may expand to once decompressed and decoded (bomb guard)."""
     query_memory_limit: str = "4GB"
     log_level: str = "info"
 

@@ -63,7 +63,13 @@ def upload_dataset(
             )
         if ds_policy.kind != "customer":
             raise InvalidRequest(f"dataset {dataset_id!r}: aggregate uploads are not supported yet")
-        table, dropped = ingest(spooled, fmt, ds_policy, services.token_secret(collab_id))
+        table, dropped = ingest(
+            spooled,
+            fmt,
+            ds_policy,
+            services.token_secret(collab_id),
+            max_decoded_bytes=services.settings.max_decoded_bytes,
+        )
         max_rows = max_rows_per_customer(table)
         with services.lock:
             version = services.catalog.next_dataset_version(collab_id, dataset_id)

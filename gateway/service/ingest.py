@@ -8,8 +8,10 @@ kept. Hidden columns are dropped at ingest: what the policy never lets anyone us
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +36,11 @@ MEDIA_TYPES = {
 }
 TOKEN_BYTES = 16
 _BATCH_ROWS = 65_536
+CSV_BLOCK_BYTES = 1 << 22
+"""The longest CSV line (header included) that is read; longer lines are refused."""
+COLUMN_MARGIN = 8
+"""Columns a file may hold beyond those its policy describes before it is refused unread."""
+DEFAULT_MAX_DECODED_BYTES = 8 * 1024**3
 
 
 def format_of(content_type: str | None) -> str:
@@ -43,27 +50,105 @@ def format_of(content_type: str | None) -> str:
     return MEDIA_TYPES[media]
 
 
+def _max_columns(policy: DatasetPolicy) -> int:
+    return len(policy.columns) + 1 + COLUMN_MARGIN
+
+
+def _too_many_columns(count: int, policy: DatasetPolicy) -> InvalidDataset:
+    return InvalidDataset(
+        f"the file has too many columns ({count}; the policy for {policy.id} describes "
+        f"{len(policy.columns) + 1})"
+    )
+
+
+def _csv_header_check(path: Path, policy: DatasetPolicy) -> None:
+    """Refuse, before pyarrow parses anything, a header longer than a block or too wide."""
+    with path.open("rb") as fh:
+        head = fh.read(CSV_BLOCK_BYTES + 1)
+    end = head.find(b"\n")
+    if end < 0 and len(head) > CSV_BLOCK_BYTES:
+        raise InvalidDataset(f"a line is longer than {CSV_BLOCK_BYTES} bytes")
+    line = head if end < 0 else head[:end]
+    try:
+        fields = next(csv.reader(io.StringIO(line.decode("utf-8"))), [])
+    except (UnicodeDecodeError, csv.Error):
+        raise InvalidDataset("the body is not a readable csv file (UTF-8 expected)") from None
+    if len(fields) > _max_columns(policy):
+        raise _too_many_columns(len(fields), policy)
+
+
+def _parquet_batches(
+    path: Path, policy: DatasetPolicy
+) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+    pf = pq.ParquetFile(path)
+    meta = pf.metadata
+    if meta.num_columns > _max_columns(policy):
+        raise _too_many_columns(meta.num_columns, policy)
+    if meta.num_rows < 0 or meta.num_row_groups < 0:
+        raise InvalidDataset("the body is not a readable parquet file")
+    schema = pf.schema_arrow
+    strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
+    # Strings stay dictionary-encoded while read, so a column of one value repeated many times
+    # (a decompression bomb) is measured by ``_decoded_bytes`` before it is expanded.
+    pf = pq.ParquetFile(path, read_dictionary=strings)
+    return schema.names, _counted(pf.iter_batches(batch_size=_BATCH_ROWS), meta.num_rows)
+
+
+def _counted(batches: Iterator[pa.RecordBatch], declared: int) -> Iterator[pa.RecordBatch]:
+    """The batches, then a refusal if the footer declared a different number of rows."""
+    rows = 0
+    for batch in batches:
+        rows += batch.num_rows
+        yield batch
+    if rows != declared:
+        raise InvalidDataset("the parquet footer does not match the data (forged or truncated)")
+
+
 def _batches(
     path: Path, fmt: str, policy: DatasetPolicy
 ) -> tuple[list[str], Iterator[pa.RecordBatch]]:
     """Column names and a batch iterator; CSV columns are read as text and cast later."""
     try:
         if fmt == PARQUET:
-            pf = pq.ParquetFile(path)
-            return pf.schema_arrow.names, pf.iter_batches(batch_size=_BATCH_ROWS)
+            return _parquet_batches(path, policy)
         if fmt == ARROW:
             return _arrow_batches(path)
+        _csv_header_check(path, policy)
         known = [policy.customer_key, *policy.columns]
         csv_reader = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=1 << 22),
+            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in known}, strings_can_be_null=True
             ),
         )
         return csv_reader.schema.names, iter(csv_reader)
-    except (pa.ArrowException, OSError):
-        raise InvalidDataset(f"the body is not a readable {fmt} file") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(fmt, exc) from None
+
+
+def _unreadable(fmt: str, exc: BaseException) -> InvalidDataset:
+    """The refusal for a file pyarrow cannot read; pyarrow's message is not echoed (data)."""
+    if fmt == CSV and "straddling" in str(exc):
+        return InvalidDataset(f"a line is longer than {CSV_BLOCK_BYTES} bytes")
+    if fmt == CSV and "UTF8" in str(exc).replace("-", "").upper():
+        return InvalidDataset("the body is not a readable csv file (UTF-8 expected)")
+    return InvalidDataset(f"the body is not a readable {fmt} file")
+
+
+def _decoded_bytes(batch: pa.RecordBatch) -> int:
+    """Bytes the batch takes once every dictionary column is expanded."""
+    total = 0
+    for column in batch.columns:
+        if isinstance(column, pa.DictionaryArray) and (
+            pa.types.is_string(column.type.value_type) or pa.types.is_binary(column.type.value_type)
+        ):
+            lengths = pc.binary_length(column.dictionary)
+            value_bytes = pc.sum(pc.take(lengths, column.indices)).as_py() or 0
+            total += int(value_bytes) + 8 * len(column)
+        else:
+            total += column.nbytes
+    return total
 
 
 def _arrow_batches(path: Path) -> tuple[list[str], Iterator[pa.RecordBatch]]:
@@ -118,7 +203,10 @@ def _cast(column: pa.Array, name: str, target: pa.DataType, wanted: str) -> pa.A
 def _conform_column(column: pa.Array, rule: ColumnRule) -> pa.Array:
     if rule.use == "dimension":
         target = pa.int64() if rule.type == "int" else pa.string()
-        return _cast(column, rule.name, target, rule.type)
+        out = _cast(column, rule.name, target, rule.type)
+        if target == pa.string() and pc.any(pc.match_substring(out, "\x00")).as_py():
+            raise InvalidDataset(f"column {rule.name!r} has a NUL character in a text value")
+        return out
     target = pa.int64() if rule.type == "int" else pa.float64()
     out = _cast(column, rule.name, target, rule.type)
     if out.null_count and not rule.nullable:
@@ -140,25 +228,40 @@ def _tokens(keys: pa.Array, secret: bytes, name: str) -> pa.Array:
 
 
 def ingest(
-    path: Path, fmt: str, policy: DatasetPolicy, secret: bytes
+    path: Path,
+    fmt: str,
+    policy: DatasetPolicy,
+    secret: bytes,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
 ) -> tuple[pa.Table, list[str]]:
     """Validate and tokenise the file at ``path``; return the stored table and dropped columns.
 
     Raises:
-        InvalidDataset: unknown or missing columns, wrong types, empty keys or measures, no rows.
+        InvalidDataset: unknown or missing columns, wrong types, empty keys or measures, no rows,
+            too many columns, a line longer than a CSV block, a file that does not decode (bad
+            encoding, NUL in a text value, truncated or forged) or that expands beyond
+            ``max_decoded_bytes``.
     """
     names, batches = _batches(path, fmt, policy)
+    if len(names) > _max_columns(policy):
+        raise _too_many_columns(len(names), policy)
     _check_columns(names, policy)
     kept = [c for c, rule in policy.columns.items() if rule.use != "hidden"]
     dropped = [c for c, rule in policy.columns.items() if rule.use == "hidden" and c in names]
     out: list[pa.RecordBatch] = []
+    decoded = 0
     try:
         for batch in batches:
+            decoded += _decoded_bytes(batch)
+            if decoded > max_decoded_bytes:
+                raise InvalidDataset(
+                    f"the file expands to more than {max_decoded_bytes} bytes when decoded"
+                )
             arrays = [_tokens(batch.column(policy.customer_key), secret, policy.customer_key)]
             arrays += [_conform_column(batch.column(c), policy.columns[c]) for c in kept]
             out.append(pa.RecordBatch.from_arrays(arrays, names=[TOKEN, *kept]))
-    except pa.ArrowException:
-        raise InvalidDataset(f"the body is not a readable {fmt} file") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(fmt, exc) from None
     if not out or sum(b.num_rows for b in out) == 0:
         raise InvalidDataset("the file has no rows")
     return pa.Table.from_batches(out), dropped
