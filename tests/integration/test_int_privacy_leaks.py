@@ -22,6 +22,8 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from gateway.demo.seed import FIRST_PLAN
+
 DEMO = "acme-bigmart-cx"
 BASE = f"/v1/collaborations/{DEMO}"
 PARQUET = "application/vnd.apache.parquet"
@@ -51,19 +53,7 @@ REGION_BY_CHANNEL = count_plan(0.3, ["region", "channel"])
 
 PLANS: list[dict[str, Any]] = [
     REGION_BY_CHANNEL,
-    {
-        "plan": {
-            "from": "bigmart.loyalty",
-            "join": ["acme.survey"],
-            "group_by": ["region", "segment"],
-            "aggregates": [
-                {"fn": "count", "as": "customers"},
-                {"fn": "mean", "column": "spend_90d", "as": "avg_spend"},
-                {"fn": "mean", "column": "nps_score", "as": "avg_nps"},
-            ],
-        },
-        "epsilon": 0.5,
-    },
+    FIRST_PLAN,  # the demo's printed first query
     {
         "plan": {
             "from": "acme.survey",
