@@ -166,10 +166,10 @@ def _check_columns(names: list[str], policy: DatasetPolicy) -> None:
     if len(set(names)) != len(names):
         raise InvalidDataset("the file repeats a column name")
     expected = {policy.customer_key, *policy.columns}
-    unknown = [n for n in names if n not in expected]
-    if unknown:
+    unknown = [i for i, n in enumerate(names, start=1) if n not in expected]
+    if unknown:  # the name is not echoed: a column name in a file may be data
         raise InvalidDataset(
-            f"column {unknown[0]!r} is not described by the policy for {policy.id} "
+            f"column {unknown[0]} of the file is not described by the policy for {policy.id} "
             f"(path datasets.{policy.id}.columns)"
         )
     required = [policy.customer_key, *(c for c, r in policy.columns.items() if r.use != "hidden")]
