@@ -179,7 +179,7 @@ def _resolve(ref: ColumnRef, datasets: tuple[DatasetPolicy, ...], field: str) ->
     if ref.dataset is not None:
         candidates = [d for d in datasets if d.id == ref.dataset]
         if not candidates:
-            raise InvalidRequest(f"{field}: dataset {ref.dataset!r} is not part of this query")
+            raise InvalidRequest(f"{field}: names a dataset that is not part of this query")
     else:
         candidates = list(datasets)
     found = [(d, d.column(ref.name)) for d in candidates]
@@ -194,7 +194,7 @@ def _resolve(ref: ColumnRef, datasets: tuple[DatasetPolicy, ...], field: str) ->
             )
         raise PolicyViolation(
             f"datasets.{candidates[0].id}.columns",
-            f"{field}: column {ref.name!r} is not described by the policy for {where}",
+            f"{field}: the column is not described by the policy for {where}",
         )
     if len(hits) > 1:
         options = ", ".join(f"{d.id}.{ref.name}" for d, _ in hits)
@@ -318,10 +318,13 @@ def check_query(
             f"organisation {analyst_org!r} has no query budget in this collaboration",
         )
     datasets: list[DatasetPolicy] = []
-    for name in plan.datasets:
+    for i, name in enumerate(plan.datasets):
         ds = policy.dataset(name)
-        if ds is None:
-            raise PolicyViolation("datasets", f"dataset {name!r} is not described by the policy")
+        if ds is None:  # an unknown name is not echoed: it may be data
+            field = "plan.from" if i == 0 else f"plan.join[{i - 1}]"
+            raise PolicyViolation(
+                "datasets", f"{field}: the dataset is not described by the policy"
+            )
         if ds.kind != "customer":
             raise UnsupportedQuery(f"dataset {name!r}: aggregate datasets cannot be queried yet")
         datasets.append(ds)
@@ -337,9 +340,9 @@ def check_query(
         ds = policy.dataset(dataset_id)
         if ds is None or column != ds.customer_key:
             raise PolicyViolation(
-                f"datasets.{dataset_id}.customer_key",
-                f"joins match on the customer key only; {column!r} is not the customer key "
-                f"of {dataset_id}",
+                f"datasets.{ds.id}.customer_key" if ds else "joins",
+                "joins match on the customer key only; the join condition names another column"
+                + (f" of {ds.id}" if ds else ""),
             )
 
     group_by = tuple(
