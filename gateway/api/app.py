@@ -12,6 +12,7 @@ from gateway.api.routes import router
 from gateway.config import Settings
 from gateway.service.context import Services, open_services
 from gateway.version import __version__
+from gateway.web import console_router
 
 DESCRIPTION = (
     "Joint aggregate queries over partners' customer tables with differential privacy. "
@@ -40,4 +41,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(console_router)  # the web console at /console/
     return app
