@@ -62,7 +62,7 @@ def issue_key(
         raise InvalidRequest(f"role: must be one of {', '.join(ROLES)}")
     org = services.catalog.org(org_id)
     if org is None:
-        raise NotFound(f"organisation {org_id!r} not found")
+        raise NotFound("organisation not found")
     if role == "admin" and org.kind != "operator":
         raise InvalidRequest("role: admin keys belong to the operator organisation only")
     key_id = secrets.token_hex(8)
@@ -99,7 +99,7 @@ def create_collaboration(
     for i, org in enumerate(members):
         _check_id(org, f"members[{i}]")
         if services.catalog.org(org) is None:
-            raise NotFound(f"members[{i}]: organisation {org!r} not found")
+            raise NotFound(f"members[{i}]: organisation not found")
     with services.lock:
         if services.catalog.collaboration(collab_id) is not None:
             raise Conflict(f"collaboration {collab_id!r} already exists")

@@ -58,8 +58,8 @@ def upload_dataset(
         policy_number = policy_version.version
         ds_policy = policy.dataset(dataset_id)
         if ds_policy is None:
-            raise PolicyViolation(
-                "datasets", f"dataset {dataset_id!r} is not described by the active policy"
+            raise PolicyViolation(  # an unknown name is not echoed: it may be data
+                "datasets", "name: the dataset is not described by the active policy"
             )
         if ds_policy.kind != "customer":
             raise InvalidRequest(f"dataset {dataset_id!r}: aggregate uploads are not supported yet")
