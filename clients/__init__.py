@@ -24,8 +24,9 @@ from clients.errors import (
     PolicyViolation,
     ServerError,
 )
-from clients.pseudonymise import pseudonymise_keys
+from clients.pseudonymise import pseudonymise_keys, pseudonymise_table
 from clients.release import Release
+from clients.retry import RetryPolicy
 
 __all__ = [
     "AsyncGatewayClient",
@@ -42,6 +43,8 @@ __all__ = [
     "PermissionDenied",
     "PolicyViolation",
     "Release",
+    "RetryPolicy",
     "ServerError",
     "pseudonymise_keys",
+    "pseudonymise_table",
 ]

@@ -8,16 +8,18 @@ so a large upload never blocks the event loop nor sits whole in memory.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
 from clients import _api, _upload
+from clients import retry as _retry
 from clients._api import Operation, QueryParam
 from clients._upload import Progress, UploadSource
 from clients.release import Explanation, Release
+from clients.retry import RetryPolicy
 
 __all__ = ["AsyncGatewayClient"]
 
@@ -32,6 +34,8 @@ class AsyncGatewayClient:
         api_key: The secret of an API key; sent as a bearer token, never logged.
         timeout: Seconds allowed for connecting and for each read or write.
         transport: An httpx async transport to use instead of the network.
+        retry: When and how long to back off and retry, as for :class:`GatewayClient`; the
+            waits do not block the event loop.
 
     Example:
         >>> async with AsyncGatewayClient("http://127.0.0.1:8000", key) as gw:  # doctest: +SKIP
@@ -45,7 +49,9 @@ class AsyncGatewayClient:
         *,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
+        self.retry = RetryPolicy() if retry is None else retry
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=_api.default_headers(api_key),
@@ -68,9 +74,26 @@ class AsyncGatewayClient:
         """Close the connection pool; the client cannot be used afterwards."""
         await self._http.aclose()
 
-    async def _run(self, op: Operation[T], content: AsyncIterator[bytes] | None = None) -> T:
-        response = await self._http.request(op.method, op.path, **op.request_kwargs(content))
-        return op.parse(_api.check(response))
+    async def _run(
+        self, op: Operation[T], body: Callable[[], AsyncIterator[bytes]] | None = None
+    ) -> T:
+        """Send ``op`` (``body`` makes a fresh streamed body per attempt) and read the answer."""
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(
+                    op.method, op.path, **op.request_kwargs(body() if body else None)
+                )
+            except httpx.TransportError as exc:
+                delay = _retry.after_failure(self.retry, attempt, op.read_only, exc)
+                if delay is None:
+                    raise
+            else:
+                delay = _retry.after_answer(self.retry, attempt, op.read_only, response)
+                if delay is None:
+                    return op.parse(_api.check(response))
+            await _retry.apause(delay)
+            attempt += 1
 
     async def health(self) -> dict[str, Any]:
         """Liveness and version. Example: ``await gw.health()``."""
@@ -125,7 +148,7 @@ class AsyncGatewayClient:
         """
         body = _upload.prepare_upload(source, content_type)
         op = _api.upload(collaboration, name, body.content_type, body.length)
-        return await self._run(op, content=_upload.aiter_chunks(body, progress))
+        return await self._run(op, lambda: _upload.aiter_chunks(body, progress))
 
     async def datasets(self, c: str) -> Any:
         """The datasets the policy lets this caller see. Example: ``await gw.datasets("cx")``."""
@@ -140,6 +163,8 @@ class AsyncGatewayClient:
         epsilon: float,
     ) -> Release:
         """Run a DP query given as exactly one of ``plan`` or ``sql``; see ``GatewayClient.query``.
+
+        Sent again only when the gateway certainly did not act on it, as for the sync client.
 
         Example:
             >>> r = await gw.query("cx", sql=sql, epsilon=0.5)  # doctest: +SKIP

@@ -3,23 +3,27 @@
 Every method sends one request with ``Authorization: Bearer <key>`` and either returns the
 decoded answer or raises the :class:`~clients.errors.GatewayError` subclass matching the
 gateway's error code; a network failure surfaces as the underlying ``httpx.TransportError``.
+A 503, a rate limit or a network failure is retried with backoff only where asking again
+cannot spend budget twice (the rule is in :mod:`clients.retry`).
 Requests are built and answers read by the shared :mod:`clients._api` functions, so this class
 and :class:`~clients.async_client.AsyncGatewayClient` cannot drift apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
 from clients import _api, _upload
+from clients import retry as _retry
 from clients._api import Operation, QueryParam
 from clients._upload import Progress, UploadSource
 from clients.async_client import AsyncGatewayClient
 from clients.release import Explanation, Release
+from clients.retry import RetryPolicy
 
 __all__ = ["AsyncGatewayClient", "GatewayClient"]
 
@@ -36,6 +40,9 @@ class GatewayClient:
         api_key: The secret of an API key; sent as a bearer token, never logged.
         timeout: Seconds allowed for connecting and for each read or write.
         transport: An httpx transport to use instead of the network (tests, ASGI apps).
+        retry: When and how long to back off and retry; ``RetryPolicy(max_retries=0)``
+            turns retrying off. A query is never sent twice unless the gateway certainly did
+            not act on it (see :mod:`clients.retry`).
 
     Example:
         >>> with GatewayClient("http://127.0.0.1:8000", key) as gw:  # doctest: +SKIP
@@ -49,7 +56,9 @@ class GatewayClient:
         *,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
+        self.retry = RetryPolicy() if retry is None else retry
         self._http = httpx.Client(
             base_url=base_url,
             headers=_api.default_headers(api_key),
@@ -72,9 +81,24 @@ class GatewayClient:
         """Close the connection pool; the client cannot be used afterwards."""
         self._http.close()
 
-    def _run(self, op: Operation[T], content: Iterator[bytes] | None = None) -> T:
-        response = self._http.request(op.method, op.path, **op.request_kwargs(content))
-        return op.parse(_api.check(response))
+    def _run(self, op: Operation[T], body: Callable[[], Iterator[bytes]] | None = None) -> T:
+        """Send ``op`` (``body`` makes a fresh streamed body per attempt) and read the answer."""
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(
+                    op.method, op.path, **op.request_kwargs(body() if body else None)
+                )
+            except httpx.TransportError as exc:
+                delay = _retry.after_failure(self.retry, attempt, op.read_only, exc)
+                if delay is None:
+                    raise
+            else:
+                delay = _retry.after_answer(self.retry, attempt, op.read_only, response)
+                if delay is None:
+                    return op.parse(_api.check(response))
+            _retry.pause(delay)
+            attempt += 1
 
     def health(self) -> dict[str, Any]:
         """Liveness and version; needs no particular role.
@@ -150,7 +174,8 @@ class GatewayClient:
             name: The dataset name within the caller's organisation.
             source: A path, a ``pyarrow.Table`` or a ``pandas.DataFrame``.
             content_type: Media type overriding the one told by the suffix.
-            progress: Called after each chunk with the bytes sent so far.
+            progress: Called after each chunk with the bytes sent so far (from zero again
+                if the upload is retried).
 
         Returns:
             The gateway's answer: version, schema, rows.
@@ -166,7 +191,7 @@ class GatewayClient:
         """
         body = _upload.prepare_upload(source, content_type)
         op = _api.upload(collaboration, name, body.content_type, body.length)
-        return self._run(op, content=_upload.iter_chunks(body, progress))
+        return self._run(op, lambda: _upload.iter_chunks(body, progress))
 
     def datasets(self, c: str) -> Any:
         """The datasets of ``c`` the policy lets this caller see, as the gateway answers them.
@@ -188,6 +213,11 @@ class GatewayClient:
 
         ε is reserved from the budget before noise is drawn; asking the same query again
         returns the stored release with ``replay=True`` at no cost.
+
+        The query is sent again only when the gateway certainly did not act on it (the
+        connection was never made, or a 503 or rate-limit 429 with ``Retry-After``). After
+        any other failure it may have reserved ε, so the error is raised: ask again later;
+        if the first attempt was released, that answer comes back as a free replay.
 
         Raises:
             ValueError: Both or neither of ``plan`` and ``sql``, or ε not positive; nothing sent.

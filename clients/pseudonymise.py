@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["MIN_SECRET_BYTES", "pseudonymise_keys", "pseudonymise_table"]
 
@@ -65,20 +70,23 @@ def pseudonymise_keys(values: Iterable[object], secret: bytes) -> list[str]:
     return tokens
 
 
-def pseudonymise_table(table: pa.Table, column: str, secret: bytes) -> pa.Table:
+def pseudonymise_table(
+    table: pa.Table | pd.DataFrame, column: str, secret: bytes
+) -> pa.Table | pd.DataFrame:
     """Return ``table`` with ``column`` replaced, in place, by its pseudonymised string tokens.
 
-    The input table is not modified; the column keeps its position and name and becomes a
-    ``string`` column of :func:`pseudonymise_keys` tokens.
+    The input is not modified; the column keeps its position and name and becomes a string
+    column of :func:`pseudonymise_keys` tokens. A pandas DataFrame gives a DataFrame back
+    (index kept), a pyarrow Table a Table.
 
     Args:
-        table: The customer-level table to upload.
+        table: The customer-level table to upload (``pyarrow.Table`` or ``pandas.DataFrame``).
         column: The customer-key column.
         secret: The secret the partners share, at least 16 bytes.
 
     Raises:
         KeyError: ``column`` is not in the table.
-        TypeError: ``secret`` is not bytes.
+        TypeError: ``secret`` is not bytes, or ``table`` is neither kind of table.
         ValueError: ``secret`` is too short, or the column holds a null.
 
     Example:
@@ -87,6 +95,15 @@ def pseudonymise_table(table: pa.Table, column: str, secret: bytes) -> pa.Table:
         ['customer_key', 'spend']
     """
     _check_secret(secret)
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(table, pandas.DataFrame):
+        if column not in table.columns:
+            raise KeyError(f"the table has no column named {column!r}")
+        frame = table.copy()
+        frame[column] = pseudonymise_keys(table[column].tolist(), secret)
+        return frame
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"table must be a pyarrow.Table or pandas.DataFrame, not {type(table)}")
     index = table.schema.get_field_index(column)
     if index < 0:
         raise KeyError(f"the table has no single column named {column!r}")

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.axes import Axes
 
 __all__ = ["Explanation", "Release"]
 
@@ -96,17 +97,50 @@ class Release:
                     seen.setdefault(key, None)
         return list(seen)
 
+    def kind(self, alias: str) -> str:
+        """How aggregate ``alias`` is shaped: ``"histogram"``, ``"quantile"`` or ``"scalar"``.
+
+        A histogram cell holds one noisy count per bin; a quantile cell a value chosen by the
+        exponential mechanism, with ``rank_error95`` instead of an interval; every other
+        aggregate (count, sum, mean) is a value with its 95% interval.
+
+        Raises:
+            KeyError: ``alias`` is not an aggregate of this release.
+
+        Example:
+            >>> release.kind("avg_spend")  # doctest: +SKIP
+            'scalar'
+        """
+        if alias not in self.aliases:
+            raise KeyError(f"{alias!r} is not an aggregate of this release ({self.aliases})")
+        for row in self.rows:
+            cell = row.get(alias)
+            if isinstance(cell, Mapping):
+                if "values" in cell or "bins" in cell:
+                    return "histogram"
+                if "rank_error95" in cell:
+                    return "quantile"
+        return "scalar"
+
     def to_arrow(self) -> pa.Table:
         """The release as an Arrow table, one row per group.
 
-        Columns, in order: each group-by column; for each aggregate ``a``: ``a``,
-        ``a_ci_low``, ``a_ci_high``; then a boolean ``suppressed``. Interval columns are
-        float64; a suppressed row has nulls in every aggregate column. An empty release
-        yields a table with no aggregate columns.
+        Columns, in order: each group-by column; then for each aggregate ``a``:
+
+        - ``a``: the noisy value (int64 for counts, float64 otherwise);
+        - ``a_ci95_low`` and ``a_ci95_high``: the bounds of its 95% interval (float64);
+        - for a quantile, also ``a_rank_error95``: its interval is null, and this bounds,
+          with 95% probability, how many rows its rank is from the requested one;
+        - for a histogram, ``a``, ``a_ci95_low`` and ``a_ci95_high`` are lists with one
+          entry per bin, and ``a_bins`` lists the bins as ``[low, high]`` pairs;
+
+        then a boolean ``suppressed``, true for a public group whose noisy count fell under
+        the policy's minimum group size: its aggregate columns are all null. An empty
+        release yields a table with no aggregate columns.
 
         Example:
             >>> release.to_arrow().column_names  # doctest: +SKIP
-            ['region', 'customers', 'customers_ci_low', 'customers_ci_high', 'suppressed']
+            ['region', 'customers', 'customers_ci95_low', 'customers_ci95_high', 'suppressed']
         """
         names: list[str] = []
         arrays: list[pa.Array] = []
@@ -114,17 +148,14 @@ class Release:
             names.append(column)
             arrays.append(pa.array([row.get(column) for row in self.rows]))
         for alias in self.aliases:
-            values, lows, highs = [], [], []
-            for row in self.rows:
-                value, low, high = _cell(row.get(alias))
-                values.append(value)
-                lows.append(low)
-                highs.append(high)
-            value_array = pa.array(values)
-            if pa.types.is_null(value_array.type):
-                value_array = value_array.cast(pa.float64())
-            names += [alias, f"{alias}_ci_low", f"{alias}_ci_high"]
-            arrays += [value_array, pa.array(lows, pa.float64()), pa.array(highs, pa.float64())]
+            kind = self.kind(alias)
+            cells = [row.get(alias) for row in self.rows]
+            columns = _histogram_columns(cells) if kind == "histogram" else _scalar_columns(cells)
+            if kind == "quantile":
+                columns.append(("rank_error95", _rank_errors(cells)))
+            for suffix, array in columns:
+                names.append(f"{alias}_{suffix}" if suffix else alias)
+                arrays.append(array)
         names.append(_SUPPRESSED)
         arrays.append(pa.array([bool(row.get(_SUPPRESSED)) for row in self.rows], pa.bool_()))
         return pa.Table.from_arrays(arrays, names=names)
@@ -132,11 +163,14 @@ class Release:
     def to_pandas(self) -> pd.DataFrame:
         """The release as a pandas DataFrame with the columns of :meth:`to_arrow`.
 
+        Each aggregate ``a`` gives ``a`` (the value), ``a_ci95_low`` and ``a_ci95_high``;
+        suppressed groups are rows with ``suppressed = True`` and NaN values.
+
         Raises:
             ImportError: pandas is not installed (``pip install 'insight-gateway[pandas]'``).
 
         Example:
-            >>> release.to_pandas()[["region", "customers"]]  # doctest: +SKIP
+            >>> release.to_pandas()[["region", "customers", "customers_ci95_low"]]  # doctest: +SKIP
         """
         try:
             import pandas  # noqa: F401
@@ -147,17 +181,103 @@ class Release:
             ) from exc
         return self.to_arrow().to_pandas()
 
+    def plot(self, measure: str, ax: Axes | None = None) -> Axes:
+        """Draw ``measure`` as a bar chart with its 95% intervals as error bars.
+
+        One bar per group, labelled by the group-by values: with two or more group-by
+        columns the bars are grouped by the first one and coloured by the others. A
+        histogram is drawn bin by bin, one colour per group. A suppressed group has no bar,
+        only the word "suppressed" at the baseline; a quantile has no interval, so no error
+        bar. Works headless (any matplotlib backend, e.g. Agg).
+
+        Args:
+            measure: The aggregate's name (its ``as``), e.g. ``"avg_spend"``.
+            ax: The matplotlib Axes to draw on; a new figure when None.
+
+        Returns:
+            The Axes drawn on.
+
+        Raises:
+            KeyError: ``measure`` is not an aggregate of this release.
+            ImportError: matplotlib is not installed (``pip install 'insight-gateway[plot]'``).
+
+        Example:
+            >>> ax = release.plot("avg_spend")  # doctest: +SKIP
+            >>> ax.figure.savefig("avg_spend.png")  # doctest: +SKIP
+        """
+        from clients._plot import plot_release
+
+        return plot_release(self, measure, ax)
+
+
+def _scalar_columns(cells: list[Any]) -> list[tuple[str, pa.Array]]:
+    values, lows, highs = [], [], []
+    for cell in cells:
+        value, low, high = _cell(cell)
+        values.append(value)
+        lows.append(low)
+        highs.append(high)
+    value_array = pa.array(values)
+    if pa.types.is_null(value_array.type):
+        value_array = value_array.cast(pa.float64())
+    return [
+        ("", value_array),
+        ("ci95_low", pa.array(lows, pa.float64())),
+        ("ci95_high", pa.array(highs, pa.float64())),
+    ]
+
+
+def _histogram_columns(cells: list[Any]) -> list[tuple[str, pa.Array]]:
+    values: list[list[float] | None] = []
+    lows: list[list[float | None] | None] = []
+    highs: list[list[float | None] | None] = []
+    bins: list[list[list[float]] | None] = []
+    for cell in cells:
+        if not isinstance(cell, Mapping) or not isinstance(cell.get("values"), list):
+            values.append(None)
+            lows.append(None)
+            highs.append(None)
+            bins.append(None)
+            continue
+        counts = [float(v) for v in cell["values"]]
+        intervals = [_pair(i) for i in cell.get("ci95") or []]
+        if len(intervals) != len(counts):
+            intervals = [(None, None)] * len(counts)
+        values.append(counts)
+        lows.append([low for low, _ in intervals])
+        highs.append([high for _, high in intervals])
+        bins.append([[float(b) for b in pair] for pair in cell.get("bins") or []])
+    floats = pa.list_(pa.float64())
+    return [
+        ("", pa.array(values, floats)),
+        ("ci95_low", pa.array(lows, floats)),
+        ("ci95_high", pa.array(highs, floats)),
+        ("bins", pa.array(bins, pa.list_(floats))),
+    ]
+
+
+def _rank_errors(cells: list[Any]) -> pa.Array:
+    errors = [
+        _float_or_none(cell.get("rank_error95")) if isinstance(cell, Mapping) else None
+        for cell in cells
+    ]
+    return pa.array(errors, pa.float64())
+
 
 def _cell(cell: Any) -> tuple[Any, float | None, float | None]:
     """Split one aggregate cell into ``(value, ci_low, ci_high)``; nulls stay nulls."""
     if isinstance(cell, Mapping):
-        value = cell.get("value")
-        interval = cell.get("ci95")
-        if isinstance(interval, list | tuple) and len(interval) == 2:
-            low, high = interval
-            return value, _float_or_none(low), _float_or_none(high)
-        return value, None, None
+        return (cell.get("value"), *_pair(cell.get("ci95")))
     return cell, None, None
+
+
+def _pair(interval: Any) -> tuple[float | None, float | None]:
+    """``(low, high)`` of a ``[low, high]`` interval; anything else is ``(None, None)``."""
+    if isinstance(interval, list | tuple) and len(interval) == 2:
+        low, high = interval
+        if not isinstance(low, list | tuple) and not isinstance(high, list | tuple):
+            return _float_or_none(low), _float_or_none(high)
+    return None, None
 
 
 def _float_or_none(x: Any) -> float | None:

@@ -100,7 +100,7 @@ def test_first_query_releases_every_public_group(first_query: FirstQuery) -> Non
     groups = set(zip(table["region"].to_pylist(), table["segment"].to_pylist(), strict=True))
     assert groups == set(itertools.product(REGIONS, SEGMENTS))
     for alias in AGGREGATES:
-        assert {alias, f"{alias}_ci_low", f"{alias}_ci_high"} <= set(table.column_names)
+        assert {alias, f"{alias}_ci95_low", f"{alias}_ci95_high"} <= set(table.column_names)
 
     frame = release.to_pandas()
     assert len(frame) == 16
@@ -109,7 +109,7 @@ def test_first_query_releases_every_public_group(first_query: FirstQuery) -> Non
     # overwhelming probability (noise scale 6 on a count, threshold 25).
     assert len(released) >= 1
     for alias in AGGREGATES:
-        low, value, high = (released[f"{alias}{s}"] for s in ("_ci_low", "", "_ci_high"))
+        low, value, high = (released[f"{alias}{s}"] for s in ("_ci95_low", "", "_ci95_high"))
         assert (low <= value).all() and (value <= high).all(), alias
     suppressed = frame[frame["suppressed"]]
     assert suppressed[list(AGGREGATES)].isna().all().all()

@@ -19,8 +19,10 @@ def test_all_is_exactly_the_public_api() -> None:
         "PermissionDenied",
         "PolicyViolation",
         "Release",
+        "RetryPolicy",
         "ServerError",
         "pseudonymise_keys",
+        "pseudonymise_table",
     ]
 
 

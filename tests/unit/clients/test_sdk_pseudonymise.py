@@ -80,3 +80,21 @@ def test_missing_column() -> None:
 def test_null_in_table_is_refused() -> None:
     with pytest.raises(ValueError, match="null"):
         pseudonymise_table(pa.table({"k": ["a", None]}), "k", SECRET)
+
+
+def test_dataframe_gives_a_dataframe_with_the_same_tokens() -> None:
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"customer_key": ["c-1", "c-2"], "spend": [1.0, 2.0]}, index=[7, 9])
+    out = pseudonymise_table(frame, "customer_key", SECRET)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.columns) == ["customer_key", "spend"]
+    assert list(out.index) == [7, 9]
+    assert out["customer_key"].tolist() == pseudonymise_keys(["c-1", "c-2"], SECRET)
+    assert frame["customer_key"].tolist() == ["c-1", "c-2"]
+    with pytest.raises(KeyError, match="customer_id"):
+        pseudonymise_table(frame, "customer_id", SECRET)
+
+
+def test_other_table_kinds_are_refused() -> None:
+    with pytest.raises(TypeError, match="pyarrow.Table or pandas.DataFrame"):
+        pseudonymise_table({"customer_key": ["c-1"]}, "customer_key", SECRET)
