@@ -1,13 +1,15 @@
 """One table from error class to HTTP status, and the handlers that render the one JSON shape.
 
 Every error leaves the gateway as ``{"error": {"code": ..., "message": ...}}``. Validation
-errors name the field but never echo the submitted value; unexpected exceptions become a generic
-500 whose message holds no detail.
+errors name the field but never echo the submitted value; a field the API does not define is a
+422 ``unknown_field`` (``body.epsilon_spent: unknown field``), any other malformed input a 400
+``invalid_request``; unexpected exceptions become a generic 500 whose message holds no detail.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +24,7 @@ log = logging.getLogger("gateway")
 STATUS: dict[type[e.GatewayError], int] = {
     e.InvalidRequest: 400,
     e.UnsupportedQuery: 400,
+    e.UnknownField: 422,
     e.AuthenticationFailed: 401,
     e.Forbidden: 403,
     e.PolicyViolation: 403,
@@ -47,6 +50,22 @@ def status_for(exc: e.GatewayError) -> int:
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
+
+
+_MAX_NAME_SHOWN = 64
+
+
+def field_path(loc: Any) -> str:
+    """``("body", "members", 0)`` → ``body.members[0]``; a long key is cut short."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            name = str(part)
+            name = name if len(name) <= _MAX_NAME_SHOWN else name[:_MAX_NAME_SHOWN] + "…"
+            path += f".{name}" if path else name
+    return path or "body"
 
 
 class ContainInternalErrors:
@@ -96,7 +115,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {}
+        errors = list(exc.errors())
+        unknown = [err for err in errors if err.get("type") == "extra_forbidden"]
+        if unknown:
+            refusal = e.UnknownField(field_path(unknown[0].get("loc", ())))
+            return JSONResponse(error_body(refusal.code, refusal.message), 422)
+        first = errors[0] if errors else {}
         if first.get("type") == "json_invalid":
             return JSONResponse(error_body("invalid_request", "body: not valid JSON"), 400)
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"

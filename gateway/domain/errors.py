@@ -11,7 +11,8 @@ row, an exact aggregate or a customer key.
 
     GatewayError                      code
     ├── InvalidRequest                invalid_request        (400: malformed plan, JSON, YAML)
-    │   └── UnsupportedQuery          unsupported_query      (400: valid but outside the subset)
+    │   ├── UnsupportedQuery          unsupported_query      (400: valid but outside the subset)
+    │   └── UnknownField              unknown_field          (422: a field the API does not define)
     ├── AuthenticationFailed          unauthenticated        (401)
     ├── Forbidden                     forbidden              (403: role or membership)
     │   └── PolicyViolation           policy_violation       (403: carries the policy path)
@@ -44,6 +45,21 @@ class InvalidRequest(GatewayError):
 
 class UnsupportedQuery(InvalidRequest):
     code = "unsupported_query"
+
+
+class UnknownField(InvalidRequest):
+    """A request body names a field the API does not define (``epsilon_spent``, ``owner``, …).
+
+    Refused rather than ignored, so that nobody believes they set what they cannot set. The
+    message is ``<path>: unknown field`` with the path from the body's root, e.g.
+    ``body.plan.aggregates[0].owner``; the field's value is never echoed.
+    """
+
+    code = "unknown_field"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: unknown field")
+        self.path = path
 
 
 class AuthenticationFailed(GatewayError):

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gateway.domain.errors import InvalidRequest
+from gateway.domain.errors import InvalidRequest, UnknownField
 
 AggregateFn = Literal["count", "sum", "mean", "quantile", "histogram"]
 FilterOp = Literal["eq", "ne", "in", "not_in", "between"]
@@ -47,6 +47,16 @@ _MAX_VALUES = 10_000
 _I64 = (-(2**63), 2**63 - 1)  # int dimensions are stored as 64-bit integers
 # Release rows use this key to flag a withheld group; an output of that name would hide the flag.
 _RESERVED_NAMES = frozenset({"suppressed"})
+
+# The fields each object of a JSON query body may hold; anything else is refused (422).
+_BODY_FIELDS = frozenset({"plan", "sql", "epsilon", "accuracy"})
+_PLAN_FIELDS = frozenset({"from", "join", "where", "group_by", "aggregates"})
+_ACCURACY_FIELDS = frozenset({"abs", "rel", "at_count", "confidence"})
+_PREDICATE_FIELDS = frozenset({"and", "or", "not", "column", "op", "value", "values"})
+_BUCKET_FIELDS = frozenset({"bucket", "else", "as"})
+_CASE_FIELDS = frozenset({"when", "then"})
+_AGGREGATE_FIELDS = frozenset({"fn", "column", "as", "q"})
+_MAX_NAME_SHOWN = 64
 
 
 @dataclass(frozen=True)
@@ -168,16 +178,25 @@ def group_json(g: GroupItem) -> str | dict[str, Any]:
 
 @dataclass(frozen=True)
 class QueryPlan:
-    """Datasets joined on the customer key, filtered, grouped and aggregated."""
+    """Datasets joined on the customer key, filtered, grouped and aggregated.
+
+    A side-by-side plan holds its queries in ``parts`` (each a plan of its own, noised on its
+    own) and the group names its rows are merged on in ``on``; its other fields repeat the
+    first part's dataset, group-by and every part's aggregates, for readers that want one.
+    """
 
     from_: str
     join: tuple[str, ...]
     where: tuple[Predicate, ...]  # all must hold
     group_by: tuple[GroupItem, ...]
     aggregates: tuple[Aggregate, ...]
+    parts: tuple[QueryPlan, ...] = ()
+    on: tuple[str, ...] = ()
 
     @property
     def datasets(self) -> tuple[str, ...]:
+        if self.parts:
+            return tuple(dict.fromkeys(d for part in self.parts for d in part.datasets))
         return (self.from_, *self.join)
 
     def canonical(self) -> dict[str, Any]:
@@ -215,6 +234,85 @@ class QueryRequest:
             {"plan": self.plan.canonical(), "epsilon": epsilon or self.epsilon}, sort_keys=True
         )
         return hashlib.sha256(body.encode()).hexdigest()
+
+
+def refuse_unknown(raw: Mapping[Any, Any], allowed: frozenset[str], path: str) -> None:
+    """Refuse the first key of ``raw`` (in body order) that is not in ``allowed``.
+
+    Raises:
+        UnknownField: naming ``<path>.<key>`` (a long key is cut short; values are never shown).
+    """
+    for key in raw:
+        if key not in allowed:
+            name = str(key)
+            if len(name) > _MAX_NAME_SHOWN:
+                name = name[:_MAX_NAME_SHOWN] + "…"
+            raise UnknownField(f"{path}.{name}")
+
+
+def _refuse_unknown_in_predicate(raw: object, path: str, depth: int) -> None:
+    if not isinstance(raw, Mapping) or depth > _MAX_DEPTH:
+        return  # not an object, or too deep: the parser refuses it with a 400 of its own
+    refuse_unknown(raw, _PREDICATE_FIELDS, path)
+    for op in ("and", "or"):
+        items = raw.get(op)
+        if isinstance(items, list):
+            for i, item in enumerate(items):
+                _refuse_unknown_in_predicate(item, f"{path}.{op}[{i}]", depth + 1)
+    if "not" in raw:
+        _refuse_unknown_in_predicate(raw["not"], f"{path}.not", depth + 1)
+
+
+def _refuse_unknown_in_group(raw: object, path: str) -> None:
+    if not isinstance(raw, Mapping):
+        return
+    refuse_unknown(raw, _BUCKET_FIELDS, path)
+    cases = raw.get("bucket")
+    if isinstance(cases, list):
+        for i, case in enumerate(cases):
+            if isinstance(case, Mapping):
+                refuse_unknown(case, _CASE_FIELDS, f"{path}.bucket[{i}]")
+                _refuse_unknown_in_predicate(case.get("when"), f"{path}.bucket[{i}].when", 0)
+
+
+def _items(raw: Mapping[Any, Any], key: str) -> list[tuple[int, object]]:
+    value = raw.get(key)
+    return list(enumerate(value)) if isinstance(value, list) else []
+
+
+def refuse_unknown_fields(body: Mapping[Any, Any]) -> None:
+    """Refuse a query body holding, anywhere, a field the API does not define.
+
+    Run before any other check, so an unknown field is always a 422 ``unknown_field`` (never
+    a 400 about a sibling) and nobody can believe they set ``epsilon_spent``, ``owner`` or
+    ``replay``. Parts of the wrong type are skipped here: the parser refuses those with a 400.
+
+    Raises:
+        UnknownField: naming the path of the first unknown field, e.g. ``body.plan.owner``.
+
+    Example:
+        >>> refuse_unknown_fields({"plan": {"from": "a.b", "owner": "a"}, "epsilon": 1})
+        Traceback (most recent call last):
+        gateway.domain.errors.UnknownField: body.plan.owner: unknown field
+    """
+    refuse_unknown(body, _BODY_FIELDS, "body")
+    accuracy = body.get("accuracy")
+    if isinstance(accuracy, Mapping):
+        refuse_unknown(accuracy, _ACCURACY_FIELDS, "body.accuracy")
+    plan = body.get("plan")
+    if isinstance(plan, Mapping):
+        _refuse_unknown_in_plan(plan)
+
+
+def _refuse_unknown_in_plan(plan: Mapping[Any, Any]) -> None:
+    refuse_unknown(plan, _PLAN_FIELDS, "body.plan")
+    for i, predicate in _items(plan, "where"):
+        _refuse_unknown_in_predicate(predicate, f"body.plan.where[{i}]", 0)
+    for i, group in _items(plan, "group_by"):
+        _refuse_unknown_in_group(group, f"body.plan.group_by[{i}]")
+    for i, aggregate in _items(plan, "aggregates"):
+        if isinstance(aggregate, Mapping):
+            refuse_unknown(aggregate, _AGGREGATE_FIELDS, f"body.plan.aggregates[{i}]")
 
 
 def _identifier(value: object, field: str) -> str:
@@ -306,8 +404,7 @@ def predicate_columns(p: Predicate) -> list[ColumnRef]:
 def _parse_group(raw: object, field: str) -> GroupItem:
     if not isinstance(raw, Mapping):
         return ColumnRef.parse(raw, field)
-    unknown = sorted(set(raw) - {"bucket", "else", "as"})
-    if unknown or "bucket" not in raw:
+    if "bucket" not in raw:
         raise InvalidRequest(f"{field}: a bucket is {{bucket: [{{when, then}}], else, as}}")
     cases_raw = raw["bucket"]
     if not isinstance(cases_raw, list) or not cases_raw or len(cases_raw) > 1000:
@@ -363,12 +460,7 @@ def parse_plan(raw: object) -> QueryPlan:
     """
     if not isinstance(raw, Mapping):
         raise InvalidRequest("plan: must be an object")
-    allowed = {"from", "join", "where", "group_by", "aggregates"}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise InvalidRequest(
-            f"plan.{unknown[0]}: unknown field (allowed: {', '.join(sorted(allowed))})"
-        )
+    _refuse_unknown_in_plan(raw)
     from_ = _dataset_name(raw.get("from"), "plan.from")
     join_raw = raw.get("join", [])
     if isinstance(join_raw, str):
@@ -423,9 +515,7 @@ def parse_accuracy(raw: object) -> Accuracy:
     """``{"abs": 50}`` or ``{"rel": 0.05, "at_count": 1000}``, optional ``confidence``."""
     if not isinstance(raw, Mapping):
         raise InvalidRequest("accuracy: must be an object {abs} or {rel, at_count}")
-    unknown = sorted(set(raw) - {"abs", "rel", "at_count", "confidence"})
-    if unknown:
-        raise InvalidRequest(f"accuracy.{unknown[0]}: unknown field")
+    refuse_unknown(raw, _ACCURACY_FIELDS, "body.accuracy")
 
     def positive(key: str) -> float | None:
         value = raw.get(key)
@@ -463,9 +553,7 @@ def parse_query_request(raw: object) -> QueryRequest:
     """
     if not isinstance(raw, Mapping):
         raise InvalidRequest("body: must be a JSON object with 'plan' or 'sql', and 'epsilon'")
-    unknown = sorted(set(raw) - {"plan", "sql", "epsilon", "accuracy"})
-    if unknown:
-        raise InvalidRequest(f"{unknown[0]}: unknown field (allowed: accuracy, epsilon, plan, sql)")
+    refuse_unknown_fields(raw)
     if ("plan" in raw) == ("sql" in raw):
         raise InvalidRequest("plan: give exactly one of 'plan' or 'sql'")
     if ("epsilon" in raw) == ("accuracy" in raw):

@@ -49,7 +49,7 @@ def test_every_error_status_has_the_one_shape(
             {"content": b"{oops", "headers": json_ct},
         ),
         (400, "POST", f"{BASE}/queries", acme["analyst"], {"json": {"sql": "SELECT 1"}}),
-        (400, "POST", f"{BASE}/queries/explain", acme["analyst"], {"json": count(0.1, having=[])}),
+        (422, "POST", f"{BASE}/queries/explain", acme["analyst"], {"json": count(0.1, having=[])}),
         (400, "POST", "/v1/orgs", demo_keys["admin"], {"json": {"id": "x"}}),
         (400, "GET", f"{BASE}/audit", acme["compliance"], {"params": {"limit": "many"}}),
         (

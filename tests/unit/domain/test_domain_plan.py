@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.domain.errors import InvalidRequest
+from gateway.domain.errors import InvalidRequest, UnknownField
 from gateway.domain.plan import (
     Aggregate,
     ColumnRef,
@@ -256,7 +256,6 @@ BAD_REQUESTS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("join listing the from dataset", plan_edit(join=["bigmart.loyalty"]), "plan.join"),
     ("join not a list", plan_edit(join=3), "plan.join"),
     ("join entry not a dataset", plan_edit(join=["acme"]), "plan.join[0]"),
-    ("unknown plan field", plan_edit(having=[]), "plan.having"),
     ("plan not an object", body_edit(plan=["bigmart.loyalty"]), "plan"),
     # epsilon and body
     ("epsilon zero", body_edit(epsilon=0), "epsilon"),
@@ -269,7 +268,6 @@ BAD_REQUESTS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("epsilon huge integer", body_edit(epsilon=10**400), "epsilon"),
     ("epsilon missing", body_drop("epsilon"), "epsilon"),
     ("plan missing", body_drop("plan"), "plan"),
-    ("unknown body field", body_edit(budget=1), "budget"),
     ("sql next to a plan", body_edit(sql="SELECT 1"), "plan"),
     ("epsilon next to an accuracy target", body_edit(accuracy={"abs": 50}), "epsilon"),
 ]
@@ -284,6 +282,64 @@ def test_bad_field_is_named(mutate: Callable[[dict[str, Any]], None], field: str
     error = refusal(body)
     assert error.code == "invalid_request"
     assert error.message.startswith(f"{field}: ") or error.message.startswith(f"{field} ")
+
+
+UNKNOWN_FIELDS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    ("unknown body field", body_edit(budget=1), "body.budget"),
+    ("unknown plan field", plan_edit(having=[]), "body.plan.having"),
+    ("unknown aggregate field", aggs({"fn": "count", "owner": "acme"}), f"body.{A0}.owner"),
+    (
+        "unknown filter field",
+        where({"column": "region", "op": "eq", "value": "n", "x": 1}),
+        f"body.{W0}.x",
+    ),
+    (
+        "unknown field in a nested filter",
+        where({"or": [{"not": {"column": "region", "op": "eq", "value": "n", "y": 0}}]}),
+        f"body.{W0}.or[0].not.y",
+    ),
+    (
+        "unknown field next to and",
+        where({"and": [{"column": "region", "op": "eq", "value": "n"}], "z": 1}),
+        f"body.{W0}.z",
+    ),
+    (
+        "unknown bucket field",
+        plan_edit(group_by=[{"bucket": [], "as": "b", "other": 1}]),
+        "body.plan.group_by[0].other",
+    ),
+    (
+        "unknown bucket case field",
+        plan_edit(group_by=[{"bucket": [{"when": {}, "then": "a", "w": 1}], "as": "b"}]),
+        "body.plan.group_by[0].bucket[0].w",
+    ),
+    (
+        "unknown accuracy field",
+        lambda b: (b.pop("epsilon"), b.update(accuracy={"abs": 5, "seed": 1})),
+        "body.accuracy.seed",
+    ),
+    (
+        "unknown field next to a bad one",
+        lambda b: b["plan"].update({"from": 3, "replay": True}),
+        "body.plan.replay",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [(m, f) for _, m, f in UNKNOWN_FIELDS],
+    ids=[n for n, _, _ in UNKNOWN_FIELDS],
+)
+def test_unknown_field_is_refused_with_its_path(
+    mutate: Callable[[dict[str, Any]], None], field: str
+) -> None:
+    """Any field the API does not define, at any depth, is an UnknownField (422), checked first."""
+    body = good()
+    mutate(body)
+    error = refusal(body)
+    assert isinstance(error, UnknownField)
+    assert (error.code, error.message) == ("unknown_field", f"{field}: unknown field")
 
 
 @pytest.mark.parametrize("body", [None, [], "plan", 3])
