@@ -175,29 +175,49 @@ def datasets(c: str) -> Operation[Any]:
     return Operation("GET", f"{_collab(c)}/datasets", json_value)
 
 
-def _query_body(plan: Mapping[str, Any] | None, sql: str | None, epsilon: float) -> dict[str, Any]:
+def _query_body(
+    plan: Mapping[str, Any] | None,
+    sql: str | None,
+    epsilon: float | None,
+    accuracy: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
     if (plan is None) == (sql is None):
         raise ValueError("pass exactly one of plan= and sql=")
+    body: dict[str, Any] = {"plan": dict(plan)} if plan is not None else {"sql": sql}
+    if (epsilon is None) == (accuracy is None):
+        raise ValueError("pass exactly one of epsilon= and accuracy=")
+    if accuracy is not None:
+        if not isinstance(accuracy, Mapping):
+            raise TypeError("accuracy must be a mapping such as {'abs': 50}")
+        body["accuracy"] = dict(accuracy)
+        return body
     if isinstance(epsilon, bool) or not isinstance(epsilon, int | float):
         raise TypeError("epsilon must be a number")
     if not math.isfinite(epsilon) or epsilon <= 0:
         raise ValueError(f"epsilon must be a positive finite number, not {epsilon!r}")
-    if plan is not None:
-        return {"plan": dict(plan), "epsilon": epsilon}
-    return {"sql": sql, "epsilon": epsilon}
+    body["epsilon"] = epsilon
+    return body
 
 
 def query(
-    c: str, plan: Mapping[str, Any] | None, sql: str | None, epsilon: float
+    c: str,
+    plan: Mapping[str, Any] | None,
+    sql: str | None,
+    epsilon: float | None,
+    accuracy: Mapping[str, float] | None = None,
 ) -> Operation[Release]:
-    body = _query_body(plan, sql, epsilon)
+    body = _query_body(plan, sql, epsilon, accuracy)
     return Operation("POST", f"{_collab(c)}/queries", release, json=body)
 
 
 def explain(
-    c: str, plan: Mapping[str, Any] | None, sql: str | None, epsilon: float
+    c: str,
+    plan: Mapping[str, Any] | None,
+    sql: str | None,
+    epsilon: float | None,
+    accuracy: Mapping[str, float] | None = None,
 ) -> Operation[Explanation]:
-    body = _query_body(plan, sql, epsilon)
+    body = _query_body(plan, sql, epsilon, accuracy)
     path = f"{_collab(c)}/queries/explain"
     return Operation("POST", path, explanation, json=body, reads_only=True)
 

@@ -160,7 +160,8 @@ class AsyncGatewayClient:
         *,
         plan: Mapping[str, Any] | None = None,
         sql: str | None = None,
-        epsilon: float,
+        epsilon: float | None = None,
+        accuracy: Mapping[str, float] | None = None,
     ) -> Release:
         """Run a DP query given as exactly one of ``plan`` or ``sql``; see ``GatewayClient.query``.
 
@@ -169,7 +170,7 @@ class AsyncGatewayClient:
         Example:
             >>> r = await gw.query("cx", sql=sql, epsilon=0.5)  # doctest: +SKIP
         """
-        return await self._run(_api.query(c, plan, sql, epsilon))
+        return await self._run(_api.query(c, plan, sql, epsilon, accuracy))
 
     async def explain(
         self,
@@ -177,13 +178,14 @@ class AsyncGatewayClient:
         *,
         plan: Mapping[str, Any] | None = None,
         sql: str | None = None,
-        epsilon: float,
+        epsilon: float | None = None,
+        accuracy: Mapping[str, float] | None = None,
     ) -> Explanation:
         """Cost and expected error of a query; spends nothing.
 
         Example: ``(await gw.explain("cx", sql=sql, epsilon=0.5)).epsilon``.
         """
-        return await self._run(_api.explain(c, plan, sql, epsilon))
+        return await self._run(_api.explain(c, plan, sql, epsilon, accuracy))
 
     async def budget(self, c: str) -> list[dict[str, Any]]:
         """The ``budgets`` entries visible to this key. Example: ``await gw.budget("cx")``."""

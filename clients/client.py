@@ -207,12 +207,16 @@ class GatewayClient:
         *,
         plan: Mapping[str, Any] | None = None,
         sql: str | None = None,
-        epsilon: float,
+        epsilon: float | None = None,
+        accuracy: Mapping[str, float] | None = None,
     ) -> Release:
         """Run a DP query, given as exactly one of a JSON ``plan`` or ``sql`` (analyst only).
 
         ε is reserved from the budget before noise is drawn; asking the same query again
-        returns the stored release with ``replay=True`` at no cost.
+        returns the stored release with ``replay=True`` at no cost. Give exactly one of
+        ``epsilon`` and ``accuracy``: a target such as ``{"abs": 50}`` (95% half-width of
+        each value) or ``{"rel": 0.05, "at_count": 1000}`` lets the gateway pick the
+        smallest ε that meets it (:meth:`explain` shows which).
 
         The query is sent again only when the gateway certainly did not act on it (the
         connection was never made, or a 503 or rate-limit 429 with ``Retry-After``). After
@@ -220,16 +224,18 @@ class GatewayClient:
         if the first attempt was released, that answer comes back as a free replay.
 
         Raises:
-            ValueError: Both or neither of ``plan`` and ``sql``, or ε not positive; nothing sent.
-            PolicyViolation: The policy forbids a use of data in the query.
-            BudgetExceeded: The budget left is smaller than ``epsilon``.
+            ValueError: Both or neither of ``plan`` and ``sql`` (or of ``epsilon`` and
+                ``accuracy``), or ε not positive; nothing sent.
+            PolicyViolation: The policy forbids a use of data in the query, or meeting the
+                accuracy target needs more than the per-query maximum ε.
+            BudgetExceeded: The budget left is smaller than the query's ε.
 
         Example:
             >>> r = gw.query("acme-bigmart-cx", epsilon=0.5,  # doctest: +SKIP
             ...     sql="SELECT region, COUNT(*) AS n FROM bigmart.loyalty GROUP BY region")
             >>> r.to_pandas()  # doctest: +SKIP
         """
-        return self._run(_api.query(c, plan, sql, epsilon))
+        return self._run(_api.query(c, plan, sql, epsilon, accuracy))
 
     def explain(
         self,
@@ -237,7 +243,8 @@ class GatewayClient:
         *,
         plan: Mapping[str, Any] | None = None,
         sql: str | None = None,
-        epsilon: float,
+        epsilon: float | None = None,
+        accuracy: Mapping[str, float] | None = None,
     ) -> Explanation:
         """The cost and expected error of a query, as for :meth:`query`; spends nothing.
 
@@ -245,7 +252,7 @@ class GatewayClient:
             >>> gw.explain("acme-bigmart-cx", sql=sql, epsilon=0.5).epsilon  # doctest: +SKIP
             0.5
         """
-        return self._run(_api.explain(c, plan, sql, epsilon))
+        return self._run(_api.explain(c, plan, sql, epsilon, accuracy))
 
     def budget(self, c: str) -> list[dict[str, Any]]:
         """Budget entries (``org``, ``epsilon_total``/``_spent``/``_left``, ``period``, ...).

@@ -154,6 +154,9 @@ def test_explain(fake: Any, client: GatewayClient) -> None:
         ({"sql": "SELECT 1", "epsilon": float("inf")}, ValueError),
         ({"sql": "SELECT 1", "epsilon": "0.5"}, TypeError),
         ({"sql": "SELECT 1", "epsilon": True}, TypeError),
+        ({"sql": "SELECT 1"}, ValueError),
+        ({"sql": "SELECT 1", "epsilon": 0.5, "accuracy": {"abs": 5}}, ValueError),
+        ({"sql": "SELECT 1", "accuracy": 5}, TypeError),
     ],
 )
 def test_bad_query_arguments_send_nothing(
@@ -164,6 +167,18 @@ def test_bad_query_arguments_send_nothing(
     with pytest.raises(error):
         client.explain("cx", **kwargs)
     assert fake.calls == []
+
+
+def test_accuracy_target_instead_of_epsilon(
+    fake: Any, client: GatewayClient, release_json: dict[str, Any]
+) -> None:
+    fake.reply = lambda request: httpx.Response(200, json={"epsilon": 0.3})
+    assert client.explain("cx", plan=PLAN, accuracy={"abs": 50}).epsilon == 0.3
+    assert fake.last.json() == {"plan": PLAN, "accuracy": {"abs": 50}}
+    fake.reply = lambda request: httpx.Response(200, json={**release_json, "epsilon_spent": 0.3})
+    target = {"rel": 0.05, "at_count": 1000}
+    assert client.query("cx", sql="SELECT 1", accuracy=target).epsilon_spent == 0.3
+    assert fake.last.json() == {"sql": "SELECT 1", "accuracy": target}
 
 
 def test_datasets_returns_the_answer_as_is(fake: Any, client: GatewayClient) -> None:
