@@ -238,7 +238,7 @@ class _Compiler:
             )
         if dataset in self.datasets:
             raise self.src.invalid(
-                f"dataset {dataset} appears twice", node, "a dataset may appear only once"
+                "a dataset appears twice", node, "a dataset may appear only once"
             )
         self.datasets.append(dataset)
         for qualifier in {alias.name if alias is not None else name, dataset}:
@@ -286,8 +286,8 @@ class _Compiler:
             )
         if joined not in (left.dataset, right.dataset) or left.dataset == right.dataset:
             raise self.src.invalid(
-                f"the join condition must compare a column of {joined} with one of an earlier "
-                "table",
+                "the join condition must compare a column of the joined table with one of an "
+                "earlier table",
                 condition,
             )
         earlier, new = (left, right) if right.dataset == joined else (right, left)
@@ -307,14 +307,16 @@ class _Compiler:
         qualifier = f"{db}.{table}" if db else table
         if qualifier not in self.qualifiers:
             raise self.src.invalid(
-                f"unknown table or alias {qualifier}",
+                "unknown table or alias",
                 node,
                 "qualify columns by a table of FROM or JOIN",
             )
         dataset = self.qualifiers[qualifier]
         if dataset is None:
             raise self.src.invalid(
-                f"{qualifier} names more than one table", node, "give each table its own alias"
+                "the table qualifier names more than one table",
+                node,
+                "give each table its own alias",
             )
         return ColumnRef(name, dataset)
 
@@ -393,7 +395,7 @@ class _Compiler:
         for i, output in enumerate(selected):
             if i not in order:
                 raise self.src.invalid(
-                    f"{output.name} is selected but not grouped", output.node, "add it to GROUP BY"
+                    "a selected column is not grouped", output.node, "add it to GROUP BY"
                 )
         return tuple(keys[i] for i in order)
 
@@ -413,7 +415,7 @@ class _Compiler:
                     if output.name == node.name and isinstance(output.group, Bucket):
                         return output.group
                     if output.name == node.name and output.aggregate is not None:
-                        raise self.src.invalid(f"GROUP BY {node.name} refers to an aggregate", node)
+                        raise self.src.invalid("GROUP BY names an aggregate's output", node)
             return self._column(node)
         if isinstance(node, exp.Case):
             cases, default = self.terms.bucket(node)
@@ -442,7 +444,7 @@ class _Compiler:
                 raise self.src.invalid(f"{output.name} is a reserved output name", output.node)
             if output.name in seen:
                 raise self.src.invalid(
-                    f"the output name {output.name} appears twice",
+                    "an output name appears twice",
                     output.node,
                     "name each output with AS",
                 )

@@ -2,8 +2,9 @@
 
 :mod:`gateway.domain.sql` compiles a statement to a plan; this module reads the text (one
 statement, a query, parsed by sqlglot's DuckDB dialect) and words every refusal the same way:
-what is wrong, the line and column where it starts, and a short snippet of the analyst's own SQL.
-Messages quote nothing but that text (never data, never parser internals).
+what is wrong and the line and column where it starts. Messages never quote the analyst's text
+(a literal or a name in it may be data), nor parser internals; they name SQL keywords and the
+functions the gateway knows, never a word the analyst chose.
 
 Example:
     >>> source = SqlSource.read("SELECT COUNT(*)\\nFROM bigmart.loyalty ORDER BY 1")
@@ -24,7 +25,7 @@ from gateway.domain.errors import InvalidRequest, UnsupportedQuery
 
 _DIALECT = Dialect.get_or_raise("duckdb")
 _QUERY_STARTS = frozenset({TokenType.SELECT, TokenType.FROM, TokenType.WITH, TokenType.L_PAREN})
-_SNIPPET = 60
+_MAX_KEYWORD = 20
 _COMPARISONS: dict[type[exp.Expr], str] = {
     exp.LT: "<",
     exp.LTE: "<=",
@@ -49,6 +50,26 @@ _CLASS_IN_MESSAGE = re.compile(r"<class '(?:\w+\.)*(\w+)'>")
 _TOKENIZER_OFFSET = re.compile(r"from \d+:(\d+)$")
 _FIRST_WORD = re.compile(r"\s*(\w+|\S)")
 _LEAD_REACH = 4  # tokens between a node's opening word and its first located part: CASE WHEN x
+_ANALYST_TEXT = frozenset(
+    {
+        TokenType.VAR,
+        TokenType.IDENTIFIER,
+        TokenType.STRING,
+        TokenType.NUMBER,
+        TokenType.BIT_STRING,
+        TokenType.HEX_STRING,
+        TokenType.BYTE_STRING,
+        TokenType.NATIONAL_STRING,
+        TokenType.NATIONAL_RAW_STRING,
+        TokenType.RAW_STRING,
+        TokenType.HEREDOC_STRING,
+        TokenType.UNICODE_STRING,
+        TokenType.PARAMETER,
+        TokenType.PLACEHOLDER,
+    }
+)
+"""Tokens whose text the analyst chose (names, literals): refusals never quote them."""
+_WORD = re.compile(r"\w+")
 
 
 class SqlSource:
@@ -93,19 +114,21 @@ class SqlSource:
         first = statements[0][0]
         if len(statements) > 1:
             second = statements[1][0]
+            word = _keyword(second)
             raise UnsupportedQuery(
-                f"sql: a second statement is not supported{_where(text, second.start)} "
-                f"('{_clip(second.text)}'): send one SELECT query"
+                f"sql: a second statement{f' ({word})' if word else ''} is not supported"
+                f"{_where(text, second.start)}: send one SELECT query"
             )
         if first.token_type not in _QUERY_STARTS:
+            word = _keyword(first)
             raise UnsupportedQuery(
-                f"sql: the {_clip(first.text).upper()} statement is not supported"
+                f"sql: {f'the {word} statement' if word else 'this statement'} is not supported"
                 f"{_where(text, first.start)}: only one SELECT query is accepted"
             )
         try:
             parsed = _DIALECT.parser().parse(tokens, text)
         except ParseError as err:
-            raise InvalidRequest(_parse_error_message(text, err)) from None
+            raise InvalidRequest(_parse_error_message(tokens, err)) from None
         except RecursionError:
             raise InvalidRequest("sql: the query is nested too deeply to be read") from None
         except SqlglotError:
@@ -184,7 +207,7 @@ class SqlSource:
     def unsupported(
         self, construct: str, node: exp.Expr | None, reason: str = "", offset: int | None = None
     ) -> UnsupportedQuery:
-        """``<construct> is not supported at line L, column C ('<snippet>'): <reason>``."""
+        """``<construct> is not supported at line L, column C: <reason>``."""
         return UnsupportedQuery(
             f"sql: {construct} is not supported{self._at(node, offset)}"
             + (f": {reason}" if reason else "")
@@ -193,46 +216,13 @@ class SqlSource:
     def invalid(
         self, problem: str, node: exp.Expr | None, hint: str = "", offset: int | None = None
     ) -> InvalidRequest:
-        """``<problem> at line L, column C ('<snippet>'): <hint>``."""
+        """``<problem> at line L, column C: <hint>``."""
         return InvalidRequest(
             f"sql: {problem}{self._at(node, offset)}" + (f": {hint}" if hint else "")
         )
 
     def _at(self, node: exp.Expr | None, offset: int | None) -> str:
-        if offset is None:
-            offset = self.start(node)
-        where = self.where(offset)
-        snippet = self._snippet(node, offset)
-        return f"{where} ('{snippet}')" if snippet else where
-
-    def _snippet(self, node: exp.Expr | None, offset: int | None) -> str:
-        """The analyst's own text of ``node``, from ``offset``.
-
-        sqlglot re-renders a node in its own spelling (``AS`` added, ``QUANTILE_DISC`` for
-        ``PERCENTILE_DISC``), so the rendering only measures how much of the original to quote:
-        all of it when the two agree up to case and spacing, else up to the node's last located
-        character (closing the parentheses opened before it).
-        """
-        if node is None:
-            return ""
-        rendered = _render(node)
-        if offset is None:
-            return _clip(rendered)
-        matched = _same_text(self.text, offset, rendered)
-        if matched is not None:
-            return _clip(self.text[offset:matched])
-        ends = [n.meta["end"] for n in node.walk() if "end" in n.meta]
-        end = max(ends) + 1 if ends else offset + len(rendered)
-        index = bisect_left(self._token_starts, end)
-        depth = sum(
-            (t.token_type == TokenType.L_PAREN) - (t.token_type == TokenType.R_PAREN)
-            for t in self.tokens[bisect_left(self._token_starts, offset) : index]
-        )
-        while depth > 0 and index < len(self.tokens):
-            if self.tokens[index].token_type != TokenType.R_PAREN:
-                break
-            end, index, depth = self.tokens[index].end + 1, index + 1, depth - 1
-        return _clip(self.text[offset:end])
+        return self.where(self.start(node) if offset is None else offset)
 
 
 def _render(node: exp.Expr) -> str:
@@ -242,30 +232,26 @@ def _render(node: exp.Expr) -> str:
         return ""
 
 
-def _same_text(text: str, offset: int, rendered: str) -> int | None:
-    """Where ``text`` from ``offset`` stops spelling ``rendered`` (up to case and spacing)."""
-    i, j = offset, 0
-    while j < len(rendered):
-        if rendered[j].isspace():
-            j += 1
-        elif i < len(text) and text[i].isspace():
-            i += 1
-        elif i < len(text) and text[i].upper() == rendered[j].upper():
-            i, j = i + 1, j + 1
-        else:
-            return None
-    return i if rendered else None
-
-
 def _lead(node: exp.Expr) -> str:
     """The first word (or symbol) of the node's SQL, upper-cased: CASE, MAX, NULL, [, ?."""
     found = _FIRST_WORD.match(_render(node))
     return found.group(1).upper() if found else ""
 
 
-def _clip(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _SNIPPET else flat[: _SNIPPET - 1] + "…"
+def _keyword(token: Token) -> str | None:
+    """The token's text if it is an SQL keyword (DROP, PRAGMA), not a word the analyst chose."""
+    word = token.text.upper()
+    if token.token_type in _ANALYST_TEXT or not word.isalpha() or len(word) > _MAX_KEYWORD:
+        return None
+    return word
+
+
+def _without_analyst_text(description: str, tokens: list[Token]) -> str:
+    """The parser's description with every word of the analyst's names and literals masked."""
+    chosen = {
+        w.lower() for t in tokens if t.token_type in _ANALYST_TEXT for w in _WORD.findall(t.text)
+    }
+    return _WORD.sub(lambda m: "…" if m.group(0).lower() in chosen else m.group(0), description)
 
 
 def _where(text: str, offset: int) -> str:
@@ -274,12 +260,12 @@ def _where(text: str, offset: int) -> str:
     return f" at line {line}, column {column}"
 
 
-def _parse_error_message(text: str, err: ParseError) -> str:
+def _parse_error_message(tokens: list[Token], err: ParseError) -> str:
     if not err.errors:
         return "sql: cannot parse the query"
     first = err.errors[0]
     description = _TOKEN_IN_MESSAGE.sub("", str(first.get("description") or "syntax error"))
-    description = _CLASS_IN_MESSAGE.sub(r"\1", description)
+    description = _without_analyst_text(_CLASS_IN_MESSAGE.sub(r"\1", description), tokens)
     highlight = str(first.get("highlight") or "")
     line, column = first.get("line"), first.get("col")
     where = ""
@@ -287,8 +273,7 @@ def _parse_error_message(text: str, err: ParseError) -> str:
         if highlight and "\n" not in highlight:  # sqlglot reports where the token ends
             column = max(1, column - len(highlight) + 1)
         where = f" at line {line}, column {column}"
-    near = f" ('{_clip(highlight)}')" if highlight else ""
-    return f"sql: cannot parse the query{where}{near}: {description[:1].lower()}{description[1:]}"
+    return f"sql: cannot parse the query{where}: {description[:1].lower()}{description[1:]}"
 
 
 def unparen(node: exp.Expr) -> exp.Expr:
@@ -337,12 +322,15 @@ def describe(node: exp.Expr) -> str:
         return "a column"
     if isinstance(node, exp.Case):
         return "CASE"
+    if isinstance(node, exp.Anonymous):
+        return "a function the gateway does not know"
     if isinstance(node, exp.Func):
         return f"the function {function_name(node)}()"
     return node.key.upper()
 
 
 def function_name(node: exp.Expr) -> str:
+    """The SQL name of a function sqlglot knows; an unknown one's name is the analyst's word."""
     if isinstance(node, exp.Anonymous):
-        return node.name.upper()
+        return "UNKNOWN"
     return node.sql_name() if isinstance(node, exp.Func) else node.key.upper()

@@ -132,7 +132,7 @@ class TermReader:
                 return value
             if not digits.is_string:
                 raise self.src.unsupported(
-                    f"the number {node.sql()}", node, "values are strings or whole numbers"
+                    "a number that is not whole", node, "values are strings or whole numbers"
                 )
         raise self.src.unsupported(
             describe(node), node, "values are string literals ('north') or whole numbers"
@@ -228,7 +228,9 @@ class TermReader:
             alias = name if column is None else f"{name}_{column.name}"
             if not is_name(alias):
                 raise self.src.invalid(
-                    f"the output name {alias} is not a valid name", node, "name it with AS"
+                    "the output name made from the column is not a valid name",
+                    node,
+                    "name it with AS",
                 )
         return Aggregate(fn=fn, alias=alias, column=column, q=q)
 

@@ -192,7 +192,7 @@ REFUSED = {
     "an unknown alias": (
         "SELECT COUNT(*) FROM bigmart.loyalty l WHERE x.region = 'north'",
         "invalid_request",
-        ("unknown table or alias x", "line 1, column 46"),
+        ("unknown table or alias", "line 1, column 46"),
     ),
 }
 
