@@ -50,6 +50,7 @@ _MAX_DEPTH = 64  # a policy nests 7 deep
 _MAX_MESSAGE = 160
 _MAX_KEY = 48
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_YAML_QUOTED = re.compile(r"'([^']*)'")
 _COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
@@ -160,7 +161,8 @@ class _YamlReader(_Reader):
             return self.value(root, (), 0)
         except yaml.MarkedYAMLError as exc:
             where = f" ({_at(_yaml_mark(exc))})" if exc.problem_mark is not None else ""
-            raise InvalidPolicy("", f"not valid YAML: {_short(str(exc.problem))}{where}") from None
+            problem = _short(_unquoted(str(exc.problem)))
+            raise InvalidPolicy("", f"not valid YAML: {problem}{where}") from None
         except yaml.YAMLError:
             raise InvalidPolicy("", "not valid YAML") from None
         except RecursionError:
@@ -427,6 +429,15 @@ def _dotted(path: EntryPath, short: bool = True) -> str:
 
 def _at(mark: Mark) -> str:
     return f"line {mark[0]}, column {mark[1]}"
+
+
+def _unquoted(problem: str) -> str:
+    """PyYAML's problem with what it quotes from the text masked (an alias, a tag, a word may be
+    data); its own token names (``'<block end>'``) and single characters (``'\\t'``) stay."""
+    return _YAML_QUOTED.sub(
+        lambda m: m.group(0) if m.group(1).startswith("<") or len(m.group(1)) <= 2 else "'…'",
+        problem,
+    )
 
 
 def _short(text: str) -> str:

@@ -58,10 +58,10 @@ def _check_members(policy: Policy, collab_id: str, members: tuple[str, ...]) -> 
         raise InvalidPolicy("collaboration", f"must be {collab_id!r}, the collaboration's id")
     for ds_id, ds in policy.datasets.items():
         if ds.owner not in members:
-            raise InvalidPolicy(f"datasets.{ds_id}.owner", f"{ds.owner!r} is not a member")
+            raise InvalidPolicy(f"datasets.{ds_id}.owner", "the owner is not a member")
     for org in policy.budgets:
         if org not in members:
-            raise InvalidPolicy(f"budgets.{org}", f"{org!r} is not a member")
+            raise InvalidPolicy(f"budgets.{org}", "the organisation is not a member")
 
 
 def _diff(previous: PolicyVersion | None, text: str, label: str) -> str:
