@@ -24,15 +24,17 @@ import base64
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway.config import ConfigurationError, Settings
-from gateway.store import rotation
-from gateway.store.crypto import DecryptionFailed, Keyring
-from gateway.store.db import Database
+if TYPE_CHECKING:  # the rest is imported when the command runs: `insightgw --help` stays fast
+    from gateway.config import Settings
+    from gateway.store.db import Database
 
 
 def _write_key(path: Path, key: bytes) -> None:
     """Write a base64 key to a new file (mode 0600, fsynced); refuse to overwrite."""
+    from gateway.config import ConfigurationError
+
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -62,6 +64,10 @@ def _key_file(settings: Settings) -> Path | None:
 def _rotate_in_place(
     db: Database, old_key: bytes, new_key: bytes, key_file: Path
 ) -> dict[str, int]:
+    from gateway.config import ConfigurationError
+    from gateway.store import rotation
+    from gateway.store.crypto import Keyring
+
     previous = key_file.with_name(key_file.name + ".previous")
     staged = key_file.with_name(key_file.name + ".next")
     for leftover in (previous, staged):
@@ -97,6 +103,11 @@ def _rotate_in_place(
 
 def rotate_master_key(args: argparse.Namespace) -> int:
     """Run the command; expected failures raise ConfigurationError or CatalogUnavailable."""
+    from gateway.config import ConfigurationError, Settings
+    from gateway.store import rotation
+    from gateway.store.crypto import DecryptionFailed, Keyring
+    from gateway.store.db import Database
+
     settings = Settings(data_dir=args.data_dir, demo=False)
     old_key = settings.load_master_key()
     key_file = _key_file(settings)

@@ -4,15 +4,18 @@ Remote commands talk to a running gateway over HTTP with the SDK; two work offli
 ``policy validate`` (checks a policy file with the gateway's own parser) and
 ``audit verify --data-dir D`` (checks the audit chain in a stopped gateway's store).
 
-Exit codes: 0 done; 1 the answer is "no" (an invalid policy, a broken audit chain);
-2 the command could not run (bad arguments, unreachable gateway, refused request), with a
-one-line message on stderr and never a traceback.
+Exit codes are those of every ``insightgw`` command (:mod:`gateway.cli_exit`): 0 done; 1 a
+broken audit chain; 2 usage; 3-8 the gateway refused (401, 403, 404, 429, 400/422, 409), 7 also
+for a policy file that does not validate; 9 the gateway is unreachable. A failure is one line on
+stderr, never a traceback. URL, key and collaboration: :mod:`gateway.cli_config`. ``--json``
+prints the gateway's answer as it is.
 
 Examples:
     insightgw policy validate policies/acme-bigmart-cx.yaml
     insightgw policy diff new.yaml --collaboration acme-bigmart-cx
     insightgw policy propose new.yaml
     insightgw policy approve 3 --org bigmart
+    insightgw policy approve pending --org bigmart   # the newest pending version
     insightgw audit list --limit 20
     insightgw audit verify --data-dir ./var     # offline: stop the gateway first
     insightgw budget
@@ -22,53 +25,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway import cli_output as show
+from gateway.cli_config import add_client_options, open_client
+from gateway.cli_exit import CommandError, ExitCode, guarded
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-DEFAULT_COLLABORATION = "acme-bigmart-cx"
-DEFAULT_DATA_DIR = Path("var")
 PAGE = 10_000
+PENDING = "pending"
 
 Command = Callable[[argparse.Namespace], int]
-
-
-class CommandError(Exception):
-    """The command cannot run; its message is printed as one line and the exit code is 2."""
 
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def guarded(command: Command) -> Command:
-    """Run ``command``, turning every expected failure into one line on stderr and exit 2."""
-
-    def run(args: argparse.Namespace) -> int:
-        import httpx
-
-        from clients import GatewayError
-        from gateway.config import ConfigurationError
-        from gateway.store.db import CatalogUnavailable
-
-        try:
-            return command(args)
-        except GatewayError as exc:
-            message = f"{exc.code} ({exc.status}): {exc.message}"
-        except httpx.TransportError as exc:
-            message = f"cannot reach the gateway at {args.url}: {exc}"
-        except (CommandError, ConfigurationError, CatalogUnavailable) as exc:
-            message = str(exc)
-        except OSError as exc:  # the disk or the system refused: report it, not a traceback
-            message = f"{exc.strerror or type(exc).__name__}: {exc.filename or ''}"
-        print(f"error: {_one_line(message)}", file=sys.stderr)
-        return 2
-
-    return run
+def _print_json(answer: Any) -> None:
+    print(json.dumps(answer, indent=2, ensure_ascii=False))
 
 
 def _read_text(path: Path) -> str:
@@ -77,31 +52,6 @@ def _read_text(path: Path) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise CommandError(f"cannot read {path}: {reason}") from None
-
-
-def api_key(args: argparse.Namespace) -> str:
-    """``--key``, else ``--org``/``--role``'s key from ``<data-dir>/demo-keys.json``."""
-    if args.key:
-        return str(args.key)
-    keys_file = (args.data_dir or DEFAULT_DATA_DIR) / "demo-keys.json"
-    try:
-        keys: Any = json.loads(keys_file.read_text())
-        key = keys["admin"] if args.role == "admin" else keys[args.org][args.role]
-    except FileNotFoundError:
-        raise CommandError(
-            f"an API key is needed: pass --key igw_... ({keys_file} not found)"
-        ) from None
-    except (OSError, ValueError, KeyError, TypeError):
-        raise CommandError(
-            f"no {args.org} {args.role} key in {keys_file}: pass --key igw_..."
-        ) from None
-    return str(key)
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from clients import GatewayClient
-
-    return GatewayClient(args.url, api_key(args))
 
 
 # policy -----------------------------------------------------------------------------------
@@ -118,9 +68,17 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         _, policy = load_policy_document(text, media)
     except InvalidPolicy as exc:
-        print(f"{path}: invalid: {_one_line(exc)}")
-        return 1
+        if args.json:
+            _print_json({"error": {"code": exc.code, "message": _one_line(exc)}})
+        else:
+            print(f"{path}: invalid: {_one_line(exc)}")
+        return ExitCode.INVALID_INPUT
     datasets, budgets = len(policy.datasets), len(policy.budgets)
+    if args.json:
+        _print_json(
+            {"ok": True, "collaboration": policy.collaboration, "datasets": sorted(policy.datasets)}
+        )
+        return 0
     print(
         f"{path}: OK (collaboration {policy.collaboration}, {datasets} "
         f"dataset{'s' * (datasets != 1)}, {budgets} budget{'s' * (budgets != 1)})"
@@ -129,8 +87,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
+    from gateway import cli_output as show
+
     proposed = _read_text(args.file)
-    with _client(args) as gw:
+    with open_client(args) as gw:
         active = gw.policy_document(args.collaboration)
     text = show.unified_diff(
         str(active.get("document", "")),
@@ -138,6 +98,9 @@ def _diff(args: argparse.Namespace) -> int:
         f"{args.collaboration} v{active.get('version')} (active)",
         str(args.file),
     )
+    if args.json:
+        _print_json({"active_version": active.get("version"), "diff": text})
+        return 0
     out = show.console()
     if not text:
         out.print(f"no differences from the active version {active.get('version')}")
@@ -147,6 +110,11 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _decision(args: argparse.Namespace, answer: dict[str, Any], verb: str) -> int:
+    if args.json:
+        _print_json(answer)
+        return 0
+    from gateway import cli_output as show
+
     out = show.console()
     out.print(f"policy version {answer.get('version')} {verb}: {answer.get('status')}")
     out.print(f"approvals: {show.approvals(answer.get('approvals'))}")
@@ -157,28 +125,47 @@ def _decision(args: argparse.Namespace, answer: dict[str, Any], verb: str) -> in
 
 def _propose(args: argparse.Namespace) -> int:
     text = _read_text(args.file)
-    with _client(args) as gw:
+    with open_client(args) as gw:
         answer = gw.put_policy(args.collaboration, text)
     return _decision(args, answer, "proposed")
 
 
+def _newest_pending(gw: Any, collaboration: str) -> int:
+    pending = [
+        int(v["version"])
+        for v in gw.policy_versions(collaboration)
+        if v.get("status") == PENDING and isinstance(v.get("version"), int)
+    ]
+    if not pending:
+        raise CommandError(f"{collaboration} has no pending policy version", ExitCode.NOT_FOUND)
+    return max(pending)
+
+
 def _decide(action: str) -> Command:
     def run(args: argparse.Namespace) -> int:
-        with _client(args) as gw:
+        with open_client(args) as gw:
+            version = args.version
+            if version == PENDING:
+                version = _newest_pending(gw, args.collaboration)
             method = getattr(gw, f"{action}_policy")
-            answer: dict[str, Any] = method(args.collaboration, args.version)
+            answer: dict[str, Any] = method(args.collaboration, version)
         verbs = {"approve": "approved", "reject": "rejected", "withdraw": "withdrawn"}
         return _decision(args, answer, verbs[action])
 
     return run
 
 
-def _show(args: argparse.Namespace) -> int:
-    with _client(args) as gw:
+def _policy_show(args: argparse.Namespace) -> int:
+    with open_client(args) as gw:
         if args.version is None:
             doc = gw.policy_document(args.collaboration)
         else:
             doc = gw.policy_version(args.collaboration, args.version)
+    if args.json:
+        _print_json(doc)
+        return 0
+    from gateway import cli_output as show
+
     # Header lines are YAML comments, so `policy show > current.yaml` is a valid policy file.
     out = show.console()
     out.print(
@@ -193,8 +180,13 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _versions(args: argparse.Namespace) -> int:
-    with _client(args) as gw:
+    with open_client(args) as gw:
         versions = gw.policy_versions(args.collaboration)
+    if args.json:
+        _print_json({"versions": versions})
+        return 0
+    from gateway import cli_output as show
+
     rows = [
         (
             v.get("version"),
@@ -214,11 +206,16 @@ def _versions(args: argparse.Namespace) -> int:
 
 
 def _audit_list(args: argparse.Namespace) -> int:
-    with _client(args) as gw:
+    with open_client(args) as gw:
         if args.after is not None:
             events = gw.audit(args.collaboration, limit=args.limit, after=args.after)
         else:
             events = _newest(gw, args.collaboration, args.limit)
+    if args.json:
+        _print_json({"events": events})
+        return 0
+    from gateway import cli_output as show
+
     rows = [
         (
             e.get("seq"),
@@ -249,22 +246,26 @@ def _newest(gw: Any, collaboration: str, limit: int) -> list[dict[str, Any]]:
 
 def _audit_verify(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
-        return _verify_offline(args.data_dir)
-    with _client(args) as gw:
+        return _verify_offline(args.data_dir, args.json)
+    with open_client(args) as gw:
         verdict = gw.verify_audit(args.collaboration)
-    out = show.console()
+    code = ExitCode.OK if verdict.get("ok") else ExitCode.FAILED
+    if args.json:
+        _print_json(verdict)
+        return code
     if verdict.get("ok"):
-        out.print(f"audit chain OK: {verdict.get('events')} events, signed head verified")
-        return 0
-    out.print(
-        f"audit chain BROKEN: first bad entry is seq {verdict.get('first_bad')} "
-        f"({verdict.get('events')} events stored)"
-    )
-    return 1
+        print(f"audit chain OK: {verdict.get('events')} events, signed head verified")
+    else:
+        print(
+            f"audit chain BROKEN: first bad entry is seq {verdict.get('first_bad')} "
+            f"({verdict.get('events')} events stored)"
+        )
+    return code
 
 
-def _verify_offline(data_dir: Path) -> int:
+def _verify_offline(data_dir: Path, as_json: bool) -> int:
     """Verify the whole chain in a stopped gateway's store, as the operator, with no server."""
+    from gateway import cli_output as show
     from gateway.config import Settings
     from gateway.service.context import open_services
 
@@ -281,22 +282,38 @@ def _verify_offline(data_dir: Path) -> int:
             )
     finally:
         services.close()
+    code = ExitCode.OK if verdict.ok else ExitCode.FAILED
+    if as_json:
+        _print_json(
+            {
+                "ok": verdict.ok,
+                "events": verdict.events,
+                "first_bad": verdict.first_bad,
+                "reason": verdict.reason,
+            }
+        )
+        return code
     out = show.console()
     if verdict.ok:
         out.print(f"audit chain OK: {verdict.events} events, signed head verified ({data_dir})")
-        return 0
+        return code
     entry = f" ({first[1]} at {show.timestamp(first[0])} UTC)" if first else ""
     out.print(
         f"audit chain BROKEN: first bad entry is seq {verdict.first_bad}{entry}: "
         f"{verdict.reason} ({verdict.events} events stored in {data_dir})",
         soft_wrap=True,
     )
-    return 1
+    return code
 
 
 def _budget(args: argparse.Namespace) -> int:
-    with _client(args) as gw:
+    with open_client(args) as gw:
         budgets = gw.budget(args.collaboration)
+    if args.json:
+        _print_json({"budgets": budgets})
+        return 0
+    from gateway import cli_output as show
+
     zcdp = any("rho_total" in b for b in budgets)
     columns = ["org", "ε total", "ε spent", "ε left", "period", "resets at (UTC)"]
     columns += ["ρ total", "ρ spent", "ρ left"] if zcdp else []
@@ -313,24 +330,8 @@ def _budget(args: argparse.Namespace) -> int:
 # parsers ----------------------------------------------------------------------------------
 
 
-def _remote(p: argparse.ArgumentParser, *, data_dir_help: str | None = None) -> None:
-    p.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
-    p.add_argument("--key", default=None, help="API key (default: from demo-keys.json)")
-    p.add_argument("--org", default="acme", help="whose demo key to use (default acme)")
-    p.add_argument(
-        "--role",
-        default="compliance",
-        choices=["admin", "contributor", "analyst", "compliance"],
-        help="which demo key of --org to use (default compliance)",
-    )
-    p.add_argument("--collaboration", "-c", default=DEFAULT_COLLABORATION, help="collaboration id")
-    p.add_argument(
-        "--data-dir",
-        dest="data_dir",
-        type=Path,
-        default=None,
-        help=data_dir_help or "where demo-keys.json is (default ./var)",
-    )
+def _remote(p: argparse.ArgumentParser, *, role: str = "compliance", **kwargs: Any) -> None:
+    add_client_options(p, org="acme", role=role, **kwargs)
 
 
 def _positive(text: str) -> int:
@@ -343,6 +344,10 @@ def _positive(text: str) -> int:
     return value
 
 
+def _version(text: str) -> int | str:
+    return PENDING if text == PENDING else _positive(text)
+
+
 def add_compliance_parsers(sub: Any) -> None:
     """Add ``policy``, ``audit`` and ``budget`` to ``insightgw``'s subcommands."""
     policy = sub.add_parser("policy", help="validate, diff, propose and decide on policies")
@@ -350,6 +355,7 @@ def add_compliance_parsers(sub: Any) -> None:
 
     validate = policy_sub.add_parser("validate", help="check a policy file (offline)")
     validate.add_argument("file", type=Path)
+    validate.add_argument("--json", action="store_true", help="print the verdict as JSON")
     validate.set_defaults(run=guarded(_validate))
 
     diff = policy_sub.add_parser("diff", help="a policy file against the active version")
@@ -369,14 +375,14 @@ def add_compliance_parsers(sub: Any) -> None:
         ("withdraw", "withdraw a proposal of your organisation"),
     ):
         p = policy_sub.add_parser(action, help=text)
-        p.add_argument("version", type=_positive)
+        p.add_argument("version", type=_version, help="a version number, or 'pending' (newest)")
         _remote(p)
         p.set_defaults(run=guarded(_decide(action)))
 
     show_p = policy_sub.add_parser("show", help="print the active (or one) policy version")
     show_p.add_argument("--version", type=_positive, default=None)
     _remote(show_p)
-    show_p.set_defaults(run=guarded(_show))
+    show_p.set_defaults(run=guarded(_policy_show))
 
     versions = policy_sub.add_parser("versions", help="every version with status and approvals")
     _remote(versions)

@@ -99,8 +99,8 @@ def test_non_admin_key_gets_a_clean_error(
         "admin", "create-org", "dealer-y", "--name", "Dealer Y", "--kind", "partner",
         "--url", gateway.url, "--key", keys["acme"]["analyst"],
     )  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: forbidden:"), result.stderr
+    assert result.returncode == 4  # forbidden (403): see `insightgw --help`
+    assert result.stderr.startswith("error: forbidden (403):"), result.stderr
     assert result.stdout == ""
     _assert_no_traceback(result)
 
@@ -111,8 +111,8 @@ def test_duplicate_org_gets_a_clean_conflict(
     result = run_cli(
         "admin", "create-org", "dealer-x", "--name", "Dealer X", "--kind", "partner", *remote
     )
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: conflict:"), result.stderr
+    assert result.returncode == 8  # conflict (409)
+    assert result.stderr.startswith("error: conflict (409):"), result.stderr
     _assert_no_traceback(result)
 
 
@@ -122,7 +122,7 @@ def test_unreachable_gateway_gets_a_clean_error(run_cli: RunCli, keys: dict[str,
         "admin", "create-org", "dealer-z", "--name", "Dealer Z", "--kind", "partner",
         "--url", url, "--key", keys["admin"],
     )  # fmt: skip
-    assert result.returncode == 2
+    assert result.returncode == 9  # unreachable
     assert "cannot reach the gateway" in result.stderr
     assert url in result.stderr
     _assert_no_traceback(result)

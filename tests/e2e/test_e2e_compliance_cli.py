@@ -31,8 +31,9 @@ def _ok(result: subprocess.CompletedProcess[str], code: int = 0) -> str:
     return result.stdout
 
 
-def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, result.stdout + result.stderr
+def _one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """A failure: the exit code of its kind (``insightgw --help``), one line, no traceback."""
+    assert result.returncode == code, result.stdout + result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
     return result.stderr
@@ -83,15 +84,15 @@ def test_validate_accepts_the_shipped_policies(run_cli: RunCli) -> None:
 def test_validate_names_the_rule_and_where(run_cli: RunCli, tmp_path: Path) -> None:
     document = yaml.safe_load(POLICY_FILE.read_text())
     document["datasets"]["bigmart.loyalty"]["columns"]["spend_90d"]["bounds"] = [10, 0]
-    out = _ok(run_cli("policy", "validate", _write(tmp_path, document, "reversed.yaml")), code=1)
+    out = _ok(run_cli("policy", "validate", _write(tmp_path, document, "reversed.yaml")), code=7)
     assert "reversed.yaml: invalid: datasets.bigmart.loyalty.columns.spend_90d.bounds" in out
 
     broken = tmp_path / "broken.yaml"
     broken.write_text("collaboration: [x\n  y: :\n")
-    out = _ok(run_cli("policy", "validate", str(broken)), code=1)
+    out = _ok(run_cli("policy", "validate", str(broken)), code=7)
     assert "broken.yaml: invalid:" in out and "line 2" in out
 
-    error = _one_line_error(run_cli("policy", "validate", str(tmp_path / "missing.yaml")))
+    error = _one_line_error(run_cli("policy", "validate", str(tmp_path / "missing.yaml")), 2)
     assert "missing.yaml" in error
 
 
@@ -172,7 +173,7 @@ def test_a_change_to_bigmarts_dataset_waits_for_bigmart(
     assert "approvals: acme: approved, bigmart: approved" in out
     assert active() == document
 
-    again = _one_line_error(run_cli("policy", "approve", str(version), *remote, *bigmart))
+    again = _one_line_error(run_cli("policy", "approve", str(version), *remote, *bigmart), 8)
     assert "conflict (409)" in again
 
 
@@ -219,7 +220,7 @@ def test_an_invalid_proposal_is_a_clean_refusal(
 ) -> None:
     document = active()
     document["budgets"]["acme"]["epsilon"] = -1
-    error = _one_line_error(run_cli("policy", "propose", _write(tmp_path, document), *remote))
+    error = _one_line_error(run_cli("policy", "propose", _write(tmp_path, document), *remote), 7)
     assert "invalid_policy (422)" in error and "budgets.acme" in error
 
 
@@ -277,16 +278,16 @@ def test_errors_are_one_clean_line(
     run_cli: RunCli, remote: list[str], keys: dict[str, Any], tmp_path: Path
 ) -> None:
     forbidden = run_cli("audit", "list", *remote, "--role", "analyst")
-    assert "forbidden (403)" in _one_line_error(forbidden)
+    assert "forbidden (403)" in _one_line_error(forbidden, 4)
     bad_key = run_cli("budget", *remote, "--key", "igw_nope.nope")
-    assert "unauthenticated (401)" in _one_line_error(bad_key)
+    assert "unauthenticated (401)" in _one_line_error(bad_key, 3)
     unknown = run_cli("policy", "show", *remote, "--collaboration", "nowhere")
-    assert "not_found (404)" in _one_line_error(unknown)
+    assert "not_found (404)" in _one_line_error(unknown, 5)
     missing = run_cli("policy", "show", *remote, "--version", "999")
-    assert "(404)" in _one_line_error(missing)
+    assert "(404)" in _one_line_error(missing, 5)
     down = run_cli("budget", "--url", "http://127.0.0.1:9", "--key", keys["acme"]["compliance"])
-    assert "cannot reach the gateway at http://127.0.0.1:9" in _one_line_error(down)
+    assert "cannot reach the gateway at http://127.0.0.1:9" in _one_line_error(down, 9)
     no_keys = run_cli("budget", "--url", remote[1], "--data-dir", str(tmp_path))
-    assert "pass --key" in _one_line_error(no_keys)
+    assert "pass --key" in _one_line_error(no_keys, 2)
     usage = run_cli("policy", "approve", "zero", *remote)
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
