@@ -107,6 +107,12 @@ def console_asset(name: str) -> Response:
     return _asset(name)
 
 
+@console_router.get("/{rest:path}")
+def console_elsewhere(rest: str) -> Response:
+    """Deeper paths (``a/b``, ``../x``) are never files here: 404, still with the headers."""
+    raise NotFound("no such console page")
+
+
 @console_router.post("/api/collaborations/{c}/policy/check")
 async def check_policy_draft(
     c: str, request: Request, authorization: Annotated[str | None, Header()] = None

@@ -104,10 +104,11 @@ export function stepChart(series, { title, unit = "", from, to }) {
     d += ` H ${x(t1)}`;
     svg.append(s("path", { class: `line ${cls}`, d, "data-series": sr.name }));
     if (sr.limit) svg.append(s("line", { class: `limit ${cls}`, x1: M.left, x2: W - M.right, y1: y(sr.limit), y2: y(sr.limit) }));
-    const ly = M.top + 14 + i * 16;
+    const lx = M.left + (i % 3) * 220;
+    const ly = H - M.bottom + 44 + Math.floor(i / 3) * 16;
     svg.append(
-      s("rect", { class: `swatch ${cls}`, x: M.left + 10, y: ly - 9, width: 10, height: 10 }),
-      s("text", { class: "legend", x: M.left + 26, y: ly }, `${sr.name}: ${num(last)} of ${num(sr.limit)} ${unit}`),
+      s("rect", { class: `swatch ${cls}`, x: lx, y: ly - 9, width: 10, height: 10 }),
+      s("text", { class: "legend", x: lx + 16, y: ly, "data-series": sr.name }, `${sr.name}: ${num(last, 6)} of ${num(sr.limit, 6)} ${unit}`),
     );
   });
   svg.append(s("line", { class: "axis", x1: M.left, x2: W - M.right, y1: y(0), y2: y(0) }));
