@@ -10,6 +10,11 @@ Neighbouring inputs differ in one customer, who contributes at most ``rows_per_c
 rows (the product of the datasets' ``max_rows_per_unit``) to at most ``groups_per_customer``
 groups. For a vector over groups that gives L1 ≤ rows, L∞ ≤ rows and L0 ≤ groups.
 
+An aggregate dataset (or a benchmark network of them) is queried alone, never joined: its
+count is the sum of its count column and its sums' sensitivities follow from the owner's
+``per_unit_bounds`` (:mod:`gateway.domain.aggregate_rules`). A side-by-side plan is checked
+part by part (:mod:`gateway.domain.side_by_side`).
+
 Example:
     >>> checked = check_query(request, policy, analyst_org="acme")
     >>> [s.kind for s in checked.statistics]
@@ -23,8 +28,15 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from gateway.domain.aggregate_rules import (
+    Comparison,
+    check_direct_access,
+    check_network_use,
+    network_dataset,
+    per_unit_extent,
+)
 from gateway.domain.budget import epsilon_to_rho
-from gateway.domain.errors import InvalidRequest, PolicyViolation, UnsupportedQuery
+from gateway.domain.errors import InvalidRequest, PolicyViolation
 from gateway.domain.plan import (
     Bucket,
     ColumnRef,
@@ -34,6 +46,7 @@ from gateway.domain.plan import (
     QueryRequest,
 )
 from gateway.domain.policy import ColumnRule, DatasetPolicy, Policy
+from gateway.domain.policy_network import NetworkPolicy
 
 GroupKey = tuple[str | int, ...]
 QUANTILE_DENOMINATOR = 10_000  # q is used as a fraction a / 10000 in the integer score
@@ -152,10 +165,37 @@ class CheckedQuery:
     measure: str = "epsilon"  # what the ledger composes: ε, or ρ under zCDP
     binding: dict[str, BindingRule] = field(default_factory=dict)
     loss: float = 0.0  # the query's privacy loss in that measure (ε itself in pure mode)
+    network: NetworkPolicy | None = None  # set when the query reads a benchmark network
+    comparison: Comparison | None = None  # a network benchmark split: one member vs the rest
+    parts: tuple[CheckedQuery, ...] = ()  # a side-by-side query: each part noised on its own
+
+    @property
+    def aggregate(self) -> bool:
+        """Does the query read an aggregate dataset (or a network of them)?"""
+        return any(ds.is_aggregate for ds in self.datasets)
 
     def columns_read(self) -> list[ResolvedColumn]:
-        """Every column the query reads: groups, filters, bucket conditions and measures."""
+        """Every stored column the query reads: groups, filters, bucket conditions, measures.
 
+        A network's columns are read from every member; its member column is not stored.
+        """
+        if self.parts:
+            return [c for part in self.parts for c in part.columns_read()]
+        columns = self._columns()
+        network = self.network
+        if network is not None:
+            columns = [
+                ResolvedColumn(member, c.rule)
+                for c in columns
+                if c.name != network.member_column
+                for member in network.datasets
+            ]
+        for ds in self.datasets:  # an aggregate dataset's counts are sums of its count column
+            if ds.count_column is not None:
+                columns.append(ResolvedColumn(ds.id, ds.columns[ds.count_column]))
+        return columns
+
+    def _columns(self) -> list[ResolvedColumn]:
         def of(p: ResolvedPredicate) -> list[ResolvedColumn]:
             if isinstance(p, ResolvedFilter):
                 return [p.column]
@@ -317,22 +357,37 @@ def check_query(
             f"budgets.{analyst_org}",
             f"organisation {analyst_org!r} has no query budget in this collaboration",
         )
+    if plan.parts:
+        from gateway.domain.side_by_side import check_side_by_side
+
+        return check_side_by_side(request, policy, analyst_org, eps)
     datasets: list[DatasetPolicy] = []
+    network: NetworkPolicy | None = None
     for i, name in enumerate(plan.datasets):
         ds = policy.dataset(name)
+        if ds is None and (found := policy.network(name)) is not None:
+            network, ds = found, network_dataset(policy, found)
         if ds is None:  # an unknown name is not echoed: it may be data
             field = "plan.from" if i == 0 else f"plan.join[{i - 1}]"
             raise PolicyViolation(
                 "datasets", f"{field}: the dataset is not described by the policy"
             )
-        if ds.kind != "customer":
-            raise UnsupportedQuery(f"dataset {name!r}: aggregate datasets cannot be queried yet")
+        check_direct_access(policy, ds, analyst_org)
         datasets.append(ds)
+    aggregated = [ds for ds in datasets if ds.is_aggregate]
+    if aggregated and len(datasets) > 1:
+        ds = aggregated[0]
+        raise PolicyViolation(
+            f"networks.{ds.id}" if network and network.id == ds.id else f"datasets.{ds.id}.kind",
+            f"{ds.id} holds aggregate rows, which cannot be joined; put it side by side with "
+            "another query instead (its rows are merged after release by group)",
+        )
     for a, b in itertools.combinations(plan.datasets, 2):
         if not policy.may_join(a, b):
             raise PolicyViolation("joins", f"the policy does not allow joining {a} with {b}")
     used = tuple(datasets)
-    binding = effective_rules(policy, used)
+    members = tuple(policy.datasets[d] for d in network.datasets) if network else ()
+    binding = effective_rules(policy, members or used)
     cap = binding["max_epsilon_per_query"]
     if eps > cap.value:
         raise PolicyViolation(cap.path, f"epsilon {eps:g} is above the per-query cap {cap.value:g}")
@@ -363,8 +418,11 @@ def check_query(
             )
         group_keys = tuple(itertools.product(*(g.keys or () for g in group_by)))
 
+    comparison = check_network_use(network, analyst_org, group_by, filters) if network else None
     rows_per_customer = math.prod(d.max_rows_per_unit for d in used)
     groups_per_customer = min(d.max_groups_per_unit for d in used)
+    if aggregated:  # nothing bounds the groups of a customer's rows but their number
+        groups_per_customer = rows_per_customer
     l0 = min(rows_per_customer, groups_per_customer) if group_by else 1
 
     stat_cols: dict[str, tuple[str, ResolvedColumn | None, float | None]] = {}
@@ -382,6 +440,18 @@ def check_query(
         assert agg.column is not None
         col = _resolve(agg.column, used, f"{field}.column")
         _require_use(col, "measure", field, "aggregated")
+        counted = next(
+            (d for d in used if d.id == col.dataset and d.count_column == col.name), None
+        )
+        if counted is not None:  # SUM of an aggregate dataset's count column: its customers
+            if agg.fn != "sum":
+                raise PolicyViolation(
+                    f"datasets.{counted.id}.count_column",
+                    f"{field}: the count column may only be summed",
+                )
+            stat_cols.setdefault("count", ("count", None, None))
+            outputs_raw.append((agg.alias, "count", None, None))
+            continue
         if agg.fn not in col.rule.aggregates:
             raise PolicyViolation(
                 f"{col.path}.aggregates",
@@ -411,8 +481,11 @@ def check_query(
             statistics.append(Statistic(key, "count", None, rows_per_customer, share))
             continue
         rule = measured.rule
-        assert rule.bounds is not None
         scale = rule.scale
+        if rule.per_unit_bounds is not None:
+            statistics.append(_per_unit_statistic(key, kind, measured, rows_per_customer, share))
+            continue
+        assert rule.bounds is not None
         lo = math.ceil(rule.bounds[0] * scale)
         hi = math.floor(rule.bounds[1] * scale)
         if kind == "sum":
@@ -479,7 +552,7 @@ def check_query(
                 fn,
                 "count" if fn == "mean" else None,
                 stat,
-                out_col.rule.bounds,
+                out_col.rule.limits,
                 out_col.rule.scale,
                 q,
             )
@@ -488,7 +561,7 @@ def check_query(
     return CheckedQuery(
         request=request,
         epsilon=eps,
-        datasets=used,
+        datasets=members or used,
         group_by=group_by,
         filters=filters,
         group_keys=group_keys,
@@ -502,4 +575,22 @@ def check_query(
         measure=policy.measure,
         loss=loss,
         binding=binding,
+        network=network,
+        comparison=comparison,
     )
+
+
+def _per_unit_statistic(
+    key: str, kind: str, column: ResolvedColumn, rows_per_customer: int, share: float
+) -> Statistic:
+    """A sum or centred sum over an aggregate dataset's measure (see ``aggregate_rules``)."""
+    lo, hi, rounding = per_unit_extent(column.rule)
+    scale = column.rule.scale
+    if kind == "sum":
+        sens = rows_per_customer * (max(abs(lo), abs(hi), 1) + rounding)
+        return Statistic(key, kind, column, sens, share, lo, hi, scale)
+    if kind != "csum":
+        raise InvalidRequest(f"{column.path}: only sums and means of an aggregate dataset")
+    mid = (lo + hi) // 2
+    sens = rows_per_customer * (max(hi - mid, mid - lo, 1) + rounding)
+    return Statistic(key, kind, column, sens, share, lo, hi, scale, mid)

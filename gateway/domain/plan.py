@@ -51,6 +51,8 @@ _RESERVED_NAMES = frozenset({"suppressed"})
 # The fields each object of a JSON query body may hold; anything else is refused (422).
 _BODY_FIELDS = frozenset({"plan", "sql", "epsilon", "accuracy"})
 _PLAN_FIELDS = frozenset({"from", "join", "where", "group_by", "aggregates"})
+_SIDE_BY_SIDE_FIELDS = frozenset({"side_by_side", "on"})
+_MAX_PARTS = 4
 _ACCURACY_FIELDS = frozenset({"abs", "rel", "at_count", "confidence"})
 _PREDICATE_FIELDS = frozenset({"and", "or", "not", "column", "op", "value", "values"})
 _BUCKET_FIELDS = frozenset({"bucket", "else", "as"})
@@ -201,6 +203,8 @@ class QueryPlan:
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-able form used for hashing (replays) and for the audit trail."""
+        if self.parts:
+            return {"side_by_side": [p.canonical() for p in self.parts], "on": list(self.on)}
         return {
             "from": self.from_,
             "join": list(self.join),
@@ -304,15 +308,21 @@ def refuse_unknown_fields(body: Mapping[Any, Any]) -> None:
         _refuse_unknown_in_plan(plan)
 
 
-def _refuse_unknown_in_plan(plan: Mapping[Any, Any]) -> None:
-    refuse_unknown(plan, _PLAN_FIELDS, "body.plan")
+def _refuse_unknown_in_plan(plan: Mapping[Any, Any], path: str = "body.plan") -> None:
+    if "side_by_side" in plan and path == "body.plan":
+        refuse_unknown(plan, _SIDE_BY_SIDE_FIELDS, path)
+        for i, part in _items(plan, "side_by_side"):
+            if isinstance(part, Mapping):
+                _refuse_unknown_in_plan(part, f"{path}.side_by_side[{i}]")
+        return
+    refuse_unknown(plan, _PLAN_FIELDS, path)
     for i, predicate in _items(plan, "where"):
-        _refuse_unknown_in_predicate(predicate, f"body.plan.where[{i}]", 0)
+        _refuse_unknown_in_predicate(predicate, f"{path}.where[{i}]", 0)
     for i, group in _items(plan, "group_by"):
-        _refuse_unknown_in_group(group, f"body.plan.group_by[{i}]")
+        _refuse_unknown_in_group(group, f"{path}.group_by[{i}]")
     for i, aggregate in _items(plan, "aggregates"):
         if isinstance(aggregate, Mapping):
-            refuse_unknown(aggregate, _AGGREGATE_FIELDS, f"body.plan.aggregates[{i}]")
+            refuse_unknown(aggregate, _AGGREGATE_FIELDS, f"{path}.aggregates[{i}]")
 
 
 def _identifier(value: object, field: str) -> str:
@@ -461,6 +471,8 @@ def parse_plan(raw: object) -> QueryPlan:
     if not isinstance(raw, Mapping):
         raise InvalidRequest("plan: must be an object")
     _refuse_unknown_in_plan(raw)
+    if "side_by_side" in raw:
+        return _parse_side_by_side(raw)
     from_ = _dataset_name(raw.get("from"), "plan.from")
     join_raw = raw.get("join", [])
     if isinstance(join_raw, str):
@@ -492,6 +504,48 @@ def parse_plan(raw: object) -> QueryPlan:
             f"plan.aggregates: {', '.join(sorted(_RESERVED_NAMES))} is a reserved output name"
         )
     return QueryPlan(from_=from_, join=join, where=where, group_by=group_by, aggregates=aggregates)
+
+
+def _parse_side_by_side(raw: Mapping[str, Any]) -> QueryPlan:
+    """``{"side_by_side": [plan, plan, ...], "on": [group name, ...]}``: see QueryPlan.parts."""
+    parts_raw = raw.get("side_by_side")
+    if not isinstance(parts_raw, list) or not 2 <= len(parts_raw) <= _MAX_PARTS:
+        raise InvalidRequest(f"plan.side_by_side: must list 2..{_MAX_PARTS} plans")
+    on_raw = raw.get("on")
+    if not isinstance(on_raw, list) or not on_raw:
+        raise InvalidRequest("plan.on: must list the group names the parts' rows are merged on")
+    on = tuple(_identifier(name, f"plan.on[{i}]") for i, name in enumerate(on_raw))
+    if len(set(on)) != len(on):
+        raise InvalidRequest("plan.on: a name may appear only once")
+    parts = []
+    for i, part_raw in enumerate(parts_raw):
+        where = f"plan.side_by_side[{i}]"
+        if isinstance(part_raw, Mapping) and "side_by_side" in part_raw:
+            raise InvalidRequest(f"{where}: side-by-side plans do not nest")
+        try:
+            part = parse_plan(part_raw)
+        except UnknownField:
+            raise
+        except InvalidRequest as exc:
+            message = exc.message.removeprefix("plan")
+            raise InvalidRequest(f"{where}{message}") from None
+        if sorted(g.name for g in part.group_by) != sorted(on):
+            raise InvalidRequest(f"{where}.group_by: every part groups by exactly the 'on' names")
+        parts.append(part)
+    aggregates = tuple(a for part in parts for a in part.aggregates)
+    aliases = [a.alias for a in aggregates]
+    if len(set(aliases)) != len(aliases):
+        raise InvalidRequest("plan.side_by_side: every output name ('as') must be unique")
+    first = parts[0]
+    return QueryPlan(
+        from_=first.from_,
+        join=first.join,
+        where=first.where,
+        group_by=first.group_by,
+        aggregates=aggregates,
+        parts=tuple(parts),
+        on=on,
+    )
 
 
 MIN_EPSILON = 1e-6  # below this the noise scale is astronomically large and useless

@@ -4,6 +4,14 @@ A policy is parsed from the YAML document of DESIGN.md into frozen dataclasses w
 constructors reject nonsense (negative ε, ``lo > hi``, keys on a measure). Anything a column is
 not explicitly allowed to do, it may not do; ``count`` is always allowed.
 
+Two kinds of dataset: ``customer`` (one or more rows per customer, with the customer key) and
+``aggregate`` (rows that each aggregate at least ``min_row_count`` customers, counted in
+``count_column``). An aggregate dataset's measures carry ``per_unit_bounds``, what one customer
+can contribute to one row's value, instead of clamping ``bounds``; its owner declares them and
+``max_rows_per_unit`` (how many rows one customer can appear in) and is accountable for them.
+Aggregate datasets of several owners can be stacked into a benchmark network
+(:mod:`gateway.domain.policy_network`).
+
 Example:
     >>> policy = parse_policy(yaml.safe_load(text))
     >>> policy.dataset("bigmart.loyalty").column("region").use
@@ -19,6 +27,7 @@ from typing import Any, Literal
 
 from gateway.domain.budget import epsilon_to_rho, rho_to_epsilon
 from gateway.domain.errors import InvalidPolicy
+from gateway.domain.policy_network import NetworkPolicy, parse_networks
 
 Use = Literal["dimension", "measure", "hidden"]
 MeasureAggregate = Literal["sum", "mean", "quantile"]
@@ -26,6 +35,7 @@ Period = Literal["month", "none"]
 
 _USES = ("dimension", "measure", "hidden")
 _MEASURE_AGGREGATES = ("sum", "mean", "quantile", "histogram")
+AGGREGATE_MEASURE_AGGREGATES = ("sum", "mean")  # what a per-customer bound makes private
 _MEASURE_TYPES = ("int", "float")
 _DIMENSION_TYPES = ("string", "int")
 _MECHANISMS = ("laplace", "gaussian")
@@ -108,7 +118,8 @@ class ColumnRule:
     """What one column may be used for.
 
     Dimensions may be filtered on and grouped by; with ``keys`` they are released on exactly those
-    keys. Measures may be aggregated with the listed aggregates, clamped to ``bounds``.
+    keys. Measures may be aggregated with the listed aggregates, clamped to ``bounds`` (customer
+    datasets), or, in an aggregate dataset, within ``per_unit_bounds`` per customer behind a row.
     """
 
     name: str
@@ -119,6 +130,7 @@ class ColumnRule:
     aggregates: tuple[str, ...] = ()
     nullable: bool = False
     bins: tuple[float, ...] | None = None
+    per_unit_bounds: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.use == "measure":
@@ -126,6 +138,13 @@ class ColumnRule:
                 raise InvalidPolicy(
                     "type", f"a measure's type must be one of {list(_MEASURE_TYPES)}"
                 )
+            if self.bounds is not None and self.per_unit_bounds is not None:
+                raise InvalidPolicy(
+                    "per_unit_bounds", "a measure has bounds or per_unit_bounds, not both"
+                )
+            if self.per_unit_bounds is not None:
+                self._check_per_unit()
+                return
             if self.bounds is None:
                 raise InvalidPolicy("bounds", "a measure needs bounds [lo, hi]")
             lo, hi = self.bounds
@@ -149,7 +168,7 @@ class ColumnRule:
                 raise InvalidPolicy(
                     "type", f"a dimension's type must be one of {list(_DIMENSION_TYPES)}"
                 )
-            if self.bounds is not None or self.aggregates:
+            if self.bounds is not None or self.aggregates or self.per_unit_bounds is not None:
                 raise InvalidPolicy("use", "a dimension has no bounds or aggregates")
             if self.keys is not None:
                 if not self.keys:
@@ -164,16 +183,38 @@ class ColumnRule:
         elif self.use != "hidden":
             raise InvalidPolicy("use", f"must be one of {list(_USES)}")
 
+    def _check_per_unit(self) -> None:
+        assert self.per_unit_bounds is not None
+        lo, hi = self.per_unit_bounds
+        if not lo <= hi:
+            raise InvalidPolicy("per_unit_bounds", "lo must be <= hi")
+        if self.keys is not None:
+            raise InvalidPolicy("keys", "only dimensions have keys")
+        for fn in self.aggregates:
+            if fn not in AGGREGATE_MEASURE_AGGREGATES:
+                raise InvalidPolicy(
+                    "aggregates",
+                    f"an aggregate dataset's measure allows {list(AGGREGATE_MEASURE_AGGREGATES)}",
+                )
+        if self.bins is not None:
+            raise InvalidPolicy("bins", "an aggregate dataset's measure has no histogram bins")
+
     @property
     def scale(self) -> int:
         """Fixed-point scale for exact integer sums: cents for floats, units for ints."""
         return 100 if self.type == "float" else 1
 
     @property
+    def limits(self) -> tuple[float, float] | None:
+        """The measure's ``bounds`` (per row) or ``per_unit_bounds`` (per customer of a row)."""
+        return self.bounds if self.bounds is not None else self.per_unit_bounds
+
+    @property
     def magnitude(self) -> float:
-        """Largest absolute value a clamped value can take."""
-        assert self.bounds is not None
-        return max(abs(self.bounds[0]), abs(self.bounds[1]))
+        """Largest absolute value a clamped value (or one customer's contribution) can take."""
+        limits = self.limits
+        assert limits is not None
+        return max(abs(limits[0]), abs(limits[1]))
 
 
 @dataclass(frozen=True)
@@ -190,7 +231,12 @@ class DatasetRules:
 
 @dataclass(frozen=True)
 class DatasetPolicy:
-    """The rules for one dataset, named ``<owner>.<name>``."""
+    """The rules for one dataset, named ``<owner>.<name>``.
+
+    An aggregate dataset (``kind == "aggregate"``) has no customer key (``customer_key`` is
+    empty); its ``count_column`` (customers behind each row) is among ``columns`` as an integer
+    measure whose only aggregate is ``sum`` and whose per-customer contribution is exactly 1.
+    """
 
     id: str
     owner: str
@@ -200,10 +246,16 @@ class DatasetPolicy:
     max_rows_per_unit: int = 1
     max_groups_per_unit: int = 1
     rules: DatasetRules = field(default_factory=DatasetRules)
+    count_column: str | None = None
+    min_row_count: int = 1
 
     @property
     def name(self) -> str:
         return self.id.split(".", 1)[1]
+
+    @property
+    def is_aggregate(self) -> bool:
+        return self.kind == "aggregate"
 
     def column(self, name: str) -> ColumnRule | None:
         return self.columns.get(name)
@@ -225,6 +277,7 @@ class Policy:
     datasets: Mapping[str, DatasetPolicy]
     joins: frozenset[frozenset[str]]
     rules: Rules = field(default_factory=Rules)
+    networks: Mapping[str, NetworkPolicy] = field(default_factory=dict)
 
     @property
     def measure(self) -> str:
@@ -250,10 +303,39 @@ class Policy:
     def may_join(self, a: str, b: str) -> bool:
         return frozenset((a, b)) in self.joins
 
+    def network(self, network_id: str) -> NetworkPolicy | None:
+        return self.networks.get(network_id)
+
+    def network_of(self, dataset_id: str) -> NetworkPolicy | None:
+        """The benchmark network ``dataset_id`` belongs to (a dataset is in at most one)."""
+        return next((n for n in self.networks.values() if dataset_id in n.datasets), None)
+
+    def datasets_behind(self, names: tuple[str, ...] | list[str]) -> list[str]:
+        """``names`` with every network followed by its member datasets (for audit and access)."""
+        result: list[str] = []
+        for name in names:
+            found = self.network(name)
+            for dataset_id in (name, *(found.datasets if found else ())):
+                if dataset_id not in result:
+                    result.append(dataset_id)
+        return result
+
+
+def _pair(raw: object, path: str) -> tuple[float, float] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != 2:
+        raise InvalidPolicy(path, "must be a list [lo, hi]")
+    return (_number(raw[0], path), _number(raw[1], path))
+
 
 def _parse_column(name: str, raw: object, path: str) -> ColumnRule:
     obj = _mapping(raw, path)
-    _no_unknown(obj, {"use", "type", "keys", "bounds", "aggregates", "nullable", "bins"}, path)
+    _no_unknown(
+        obj,
+        {"use", "type", "keys", "bounds", "aggregates", "nullable", "bins", "per_unit_bounds"},
+        path,
+    )
     use = obj.get("use")
     if use not in _USES:
         raise InvalidPolicy(f"{path}.use", f"must be one of {list(_USES)}")
@@ -261,11 +343,8 @@ def _parse_column(name: str, raw: object, path: str) -> ColumnRule:
     keys = obj.get("keys")
     if keys is not None and not isinstance(keys, list):
         raise InvalidPolicy(f"{path}.keys", "must be a list")
-    bounds = obj.get("bounds")
-    if bounds is not None:
-        if not isinstance(bounds, list) or len(bounds) != 2:
-            raise InvalidPolicy(f"{path}.bounds", "must be a list [lo, hi]")
-        bounds = (_number(bounds[0], f"{path}.bounds"), _number(bounds[1], f"{path}.bounds"))
+    bounds = _pair(obj.get("bounds"), f"{path}.bounds")
+    per_unit_bounds = _pair(obj.get("per_unit_bounds"), f"{path}.per_unit_bounds")
     aggregates = obj.get("aggregates", [])
     if not isinstance(aggregates, list):
         raise InvalidPolicy(f"{path}.aggregates", "must be a list")
@@ -287,6 +366,7 @@ def _parse_column(name: str, raw: object, path: str) -> ColumnRule:
             aggregates=tuple(aggregates),
             nullable=nullable,
             bins=bins,
+            per_unit_bounds=per_unit_bounds,
         )
     except InvalidPolicy as exc:
         raise InvalidPolicy(f"{path}.{exc.path}", exc.message.split(": ", 1)[-1]) from None
@@ -304,6 +384,8 @@ def _parse_dataset(dataset_id: str, raw: object, path: str) -> DatasetPolicy:
             "max_rows_per_unit",
             "max_groups_per_unit",
             "rules",
+            "count_column",
+            "min_row_count",
         },
         path,
     )
@@ -321,6 +403,7 @@ def _parse_dataset(dataset_id: str, raw: object, path: str) -> DatasetPolicy:
     customer_key = obj.get("customer_key")
     if kind == "customer" and (not isinstance(customer_key, str) or not customer_key):
         raise InvalidPolicy(f"{path}.customer_key", "names the customer-key column; required")
+    _check_kind_fields(obj, kind, path)
     max_rows = obj.get("max_rows_per_unit", 1)
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or not 1 <= max_rows <= 1000:
         raise InvalidPolicy(f"{path}.max_rows_per_unit", "must be an integer in [1, 1000]")
@@ -342,7 +425,32 @@ def _parse_dataset(dataset_id: str, raw: object, path: str) -> DatasetPolicy:
             raise InvalidPolicy(f"{path}.columns.{col}", "names starting with '_' are reserved")
         if col == customer_key:
             raise InvalidPolicy(f"{path}.columns.{col}", "the customer key is not a column rule")
+        if col == obj.get("count_column"):
+            raise InvalidPolicy(f"{path}.columns.{col}", "the count column is not a column rule")
         columns[col] = _parse_column(col, rule, f"{path}.columns.{col}")
+        measured = columns[col].use == "measure"
+        if measured and kind == "aggregate" and columns[col].per_unit_bounds is None:
+            raise InvalidPolicy(
+                f"{path}.columns.{col}.per_unit_bounds",
+                "a measure of an aggregate dataset needs per_unit_bounds [lo, hi]",
+            )
+        if kind == "customer" and columns[col].per_unit_bounds is not None:
+            raise InvalidPolicy(
+                f"{path}.columns.{col}.per_unit_bounds",
+                "only measures of aggregate datasets have per_unit_bounds",
+            )
+    count_column, min_row_count = None, 1
+    if kind == "aggregate":
+        count_column = str(obj["count_column"])
+        min_row_count = int(obj["min_row_count"])
+        # Each customer behind a row adds exactly 1 to its count: a measure bounded per unit.
+        columns[count_column] = ColumnRule(
+            name=count_column,
+            use="measure",
+            type="int",
+            aggregates=("sum",),
+            per_unit_bounds=(1.0, 1.0),
+        )
     return DatasetPolicy(
         id=dataset_id,
         owner=owner,
@@ -352,7 +460,36 @@ def _parse_dataset(dataset_id: str, raw: object, path: str) -> DatasetPolicy:
         max_rows_per_unit=max_rows,
         max_groups_per_unit=max_groups,
         rules=_parse_dataset_rules(obj.get("rules", {}), f"{path}.rules"),
+        count_column=count_column,
+        min_row_count=min_row_count,
     )
+
+
+def _check_kind_fields(obj: Mapping[str, Any], kind: str, path: str) -> None:
+    """The fields only one kind of dataset has: a customer key, or a count column."""
+    if kind == "customer":
+        for key in ("count_column", "min_row_count"):
+            if key in obj:
+                raise InvalidPolicy(f"{path}.{key}", "only aggregate datasets have this field")
+        return
+    if obj.get("customer_key") is not None:
+        raise InvalidPolicy(
+            f"{path}.customer_key", "an aggregate dataset has no customer key (rows aggregate)"
+        )
+    if "max_groups_per_unit" in obj:
+        raise InvalidPolicy(
+            f"{path}.max_groups_per_unit",
+            "an aggregate dataset's rows of one customer may fall in up to max_rows_per_unit "
+            "groups; it cannot be bounded further",
+        )
+    count_column = obj.get("count_column")
+    if not isinstance(count_column, str) or not count_column or count_column.startswith("_"):
+        raise InvalidPolicy(
+            f"{path}.count_column", "names the column counting the customers behind each row"
+        )
+    min_rows = obj.get("min_row_count")
+    if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 1:
+        raise InvalidPolicy(f"{path}.min_row_count", "must be an integer >= 1; required")
 
 
 def _parse_dataset_rules(raw: object, path: str) -> DatasetRules:
@@ -381,7 +518,9 @@ def parse_policy(raw: object) -> Policy:
         InvalidPolicy: naming the path of the first offending entry and the rule it breaks.
     """
     doc = _mapping(raw, "")
-    _no_unknown(doc, {"collaboration", "privacy", "budgets", "datasets", "joins", "rules"}, "")
+    _no_unknown(
+        doc, {"collaboration", "privacy", "budgets", "datasets", "joins", "rules", "networks"}, ""
+    )
     collaboration = _check_name(doc.get("collaboration"), "collaboration")
 
     privacy_raw = _mapping(doc.get("privacy", {}), "privacy")
@@ -444,6 +583,11 @@ def parse_policy(raw: object) -> Policy:
                 raise InvalidPolicy(
                     f"joins[{i}]", f"names dataset {ds!r} that the policy does not describe"
                 )
+            if datasets[ds].is_aggregate:
+                raise InvalidPolicy(
+                    f"joins[{i}]",
+                    f"names aggregate dataset {ds!r}: aggregate rows cannot be joined",
+                )
         joins.add(frozenset(pair))
 
     rules_raw = _mapping(doc.get("rules", {}), "rules")
@@ -460,4 +604,5 @@ def parse_policy(raw: object) -> Policy:
         datasets=datasets,
         joins=frozenset(joins),
         rules=Rules(min_group_size=min_group, max_groups_per_query=max_groups),
+        networks=parse_networks(_mapping(doc.get("networks", {}), "networks"), datasets),
     )

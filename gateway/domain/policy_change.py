@@ -1,8 +1,9 @@
 """Who must approve a policy change: every data owner whose datasets it affects.
 
 A change to a dataset's rules affects that dataset's owner; a change to a join affects the owners
-of both datasets; a change to the collaboration-wide sections (privacy, budgets, rules) governs
-every dataset, so it affects every owner. Comments and formatting affect nobody.
+of both datasets; a change to a benchmark network affects the owners of its member datasets,
+before and after the change; a change to the collaboration-wide sections (privacy, budgets,
+rules) governs every dataset, so it affects every owner. Comments and formatting affect nobody.
 
 Example:
     >>> sorted(affected_owners(active, proposed))
@@ -36,4 +37,9 @@ def affected_owners(active: Policy | None, proposed: Policy) -> frozenset[str]:
             owners.add(owner_of(dataset_id))
     for pair in active.joins ^ proposed.joins:
         owners.update(owner_of(d) for d in pair)
+    for network_id in set(active.networks) | set(proposed.networks):
+        before, after = active.network(network_id), proposed.network(network_id)
+        if before != after:
+            for network in (before, after):
+                owners.update(owner_of(d) for d in (network.datasets if network else ()))
     return frozenset(owners)

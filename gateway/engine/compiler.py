@@ -93,6 +93,10 @@ def _bin_expression(col: str, stat: Statistic) -> str:
 
 def compile_query(checked: CheckedQuery, max_rows_seen: Mapping[str, int]) -> CompiledQuery:
     """Compile ``checked`` to SQL; ``max_rows_seen`` is each dataset's ingest statistic."""
+    if checked.aggregate:  # aggregate rows: no customer key to bound (gateway/engine/aggregate.py)
+        from gateway.engine.aggregate import compile_aggregate_query
+
+        return compile_aggregate_query(checked)
     tables = {ds.id: f"t{i}" for i, ds in enumerate(checked.datasets)}
     aliases = {ds.id: f"d{i}" for i, ds in enumerate(checked.datasets)}
     needed: dict[str, list[str]] = {ds.id: [] for ds in checked.datasets}

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from gateway.domain.checker import CheckedQuery, check_query
-from gateway.domain.errors import InvalidRequest, PolicyViolation, UnsupportedQuery
+from gateway.domain.errors import InvalidRequest, PolicyViolation
 from gateway.domain.plan import parse_query_request
 from gateway.domain.policy import Policy, parse_policy
 
@@ -158,12 +158,6 @@ def test_grouping_by_a_dimension_without_public_keys_uses_partition_selection() 
     # filtering on it is fine
     where = [{"column": "store_id", "op": "in", "values": ["s1", "s2"]}]
     assert check({"where": where, "aggregates": COUNT}).filters[0].column.name == "store_id"
-
-
-def test_aggregate_datasets_cannot_be_queried_yet() -> None:
-    policy = policy_with(lambda doc: doc["datasets"]["acme.survey"].update(kind="aggregate"))
-    with pytest.raises(UnsupportedQuery):
-        check({"from": "acme.survey", "aggregates": COUNT}, policy=policy)
 
 
 def test_filter_values_must_match_the_dimension_type() -> None:

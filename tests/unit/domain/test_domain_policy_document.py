@@ -98,6 +98,7 @@ def rename_loyalty(new_id: str) -> Mutation:
 
 MEASURE = {"use": "measure", "type": "int", "bounds": [0, 60], "aggregates": ["sum"]}
 DIMENSION = {"use": "dimension", "keys": ["north", "south"]}
+AGG_MEASURE = {"use": "measure", "per_unit_bounds": [0, 500], "aggregates": ["sum", "mean"]}
 
 # Documents both the schema and the parser refuse, with the path load_policy_document names.
 INVALID: list[tuple[str, Mutation, str]] = [
@@ -219,7 +220,14 @@ VALID: list[tuple[str, Mutation]] = [
     ("empty budgets", put("budgets", {})),
     (
         "aggregate kind without key",
-        both(put(*LOYALTY, "kind", "aggregate"), drop(*LOYALTY, "customer_key")),
+        both(
+            put(*LOYALTY, "kind", "aggregate"),
+            drop(*LOYALTY, "customer_key"),
+            put(*LOYALTY, "count_column", "customers"),
+            put(*LOYALTY, "min_row_count", 10),
+            put(*LOYALTY, "columns", {"region": DIMENSION, "spend": AGG_MEASURE}),
+            put("joins", []),
+        ),
     ),
     ("owner defaults", drop(*LOYALTY, "owner")),
     (
@@ -419,7 +427,7 @@ def test_json_errors_are_located() -> None:
     error = refusal(text, "application/json")
     assert error.message == (
         "datasets.a.b.columns.x.oops: unknown field (allowed: aggregates, bins, bounds, keys,"
-        " nullable, type, use) (line 3, column 80)"
+        " nullable, per_unit_bounds, type, use) (line 3, column 80)"
     )
 
 
