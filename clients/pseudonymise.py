@@ -61,12 +61,14 @@ def pseudonymise_keys(values: Iterable[object], secret: bytes) -> list[str]:
         64
     """
     _check_secret(secret)
-    key = bytes(secret)
+    keyed = hmac.new(bytes(secret), digestmod=hashlib.sha256)  # the secret is absorbed once
     tokens: list[str] = []
     for value in values:
         if value is None:
             raise ValueError("a null customer key cannot be pseudonymised")
-        tokens.append(hmac.new(key, str(value).encode("utf-8"), hashlib.sha256).hexdigest())
+        mac = keyed.copy()
+        mac.update(str(value).encode("utf-8"))
+        tokens.append(mac.hexdigest())
     return tokens
 
 
