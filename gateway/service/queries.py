@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.domain.budget import Period, QueryCost, fits
 from gateway.domain.checker import CheckedQuery, check_query, effective_rules
+from gateway.domain.comparison import benchmark_comparison
 from gateway.domain.errors import Conflict, GatewayError, InternalError
 from gateway.domain.model import DatasetVersion, PolicyVersion, Principal
 from gateway.domain.plan import QueryRequest, parse_query_request
@@ -26,6 +27,7 @@ from gateway.engine.runner import run_exact
 from gateway.service.access import active_policy, member_collaboration, require_role
 from gateway.service.budget import budget_entry
 from gateway.service.context import Services, record
+from gateway.service.side_by_side import release_side_by_side, side_by_side_halfwidths
 
 
 def _check(request: QueryRequest, policy: Policy, org: str) -> CheckedQuery:
@@ -50,7 +52,7 @@ def _prepare(
     member_collaboration(services, principal, collab_id)
     request = parse_query_request(body)
     version, policy = active_policy(services, collab_id)
-    return request, version, policy, list(request.plan.datasets)
+    return request, version, policy, policy.datasets_behind(request.plan.datasets)
 
 
 def _visible_to(principal: Principal, policy: Policy, datasets: list[str]) -> tuple[str, ...]:
@@ -218,11 +220,15 @@ def run_query(
     try:
         tables = {ds: services.files.read(dv) for ds, dv in versions.items()}
         max_rows = {ds: dv.max_rows_per_customer for ds, dv in versions.items()}
-        exact = run_exact(
-            compile_query(checked, max_rows), tables, services.settings.query_memory_limit
-        )
-        rows = release_rows(checked, noise, exact)
-        del exact
+        if checked.parts:  # side by side: each part released on its own, rows merged
+            limit = services.settings.query_memory_limit
+            rows = release_side_by_side(checked, noise, tables, max_rows, limit)
+        else:
+            exact = run_exact(
+                compile_query(checked, max_rows), tables, services.settings.query_memory_limit
+            )
+            rows = release_rows(checked, noise, exact)
+            del exact
     except Exception as exc:
         _audit(
             services,
@@ -249,6 +255,7 @@ def run_query(
         "budget": budget_entry(services, collab_id, principal.org, policy, short=True),
         "group_by": [g.name for g in checked.group_by],
         "rows": rows,
+        **benchmark_comparison(checked, rows),
         "datasets": {ds: dv.version for ds, dv in versions.items()},
     }
     services.catalog.store_release(
@@ -299,7 +306,11 @@ def explain_query(
             }
             for s in checked.statistics
         ],
-        "aggregates": expected_halfwidths(checked, noise),
+        "aggregates": (
+            side_by_side_halfwidths(checked, noise)
+            if checked.parts
+            else expected_halfwidths(checked, noise)
+        ),
         "min_group_size": checked.min_group_size,
         "binding_rules": {
             name: {"value": rule.value, "path": rule.path} for name, rule in checked.binding.items()
