@@ -56,6 +56,19 @@ def member_collaboration(
     return collab
 
 
+def authorise(
+    services: Services, principal: Principal, collab_id: str, *roles: Role
+) -> Collaboration:
+    """The collaboration, if the caller holds one of ``roles`` and its organisation is a member.
+
+    The role is checked first: a caller without it gets the same 403 whether or not the
+    collaboration exists, and a caller with it the same 404 for another organisation's
+    collaboration as for none at all.
+    """
+    require_role(principal, *roles)
+    return member_collaboration(services, principal, collab_id)
+
+
 def parse_document(document: str) -> Policy:
     return parse_policy(yaml.safe_load(document))
 
