@@ -6,7 +6,7 @@ HOST     ?= 127.0.0.1
 PORT     ?= 8000
 DATA_DIR ?= ./var
 
-.PHONY: install run test lint clean bench bench-accuracy
+.PHONY: install run test lint clean bench bench-accuracy browser
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/insightgw serve --demo --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -41,3 +41,18 @@ bench-accuracy: $(VENV)/.installed-bench
 
 clean:
 	rm -rf $(DATA_DIR)
+
+# Debian's chromium, driven by the web console tests (tests/e2e/test_e2e_console.py). Installed
+# with apt-get when /usr/bin/chromium is missing (with sudo unless root; apt-get update first
+# when the package lists do not know chromium yet). If it cannot be installed the suite still
+# runs and the console tests fail, saying why.
+browser:
+	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "browser: no apt-get here; install chromium yourself or the console tests fail"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	echo "browser: installing Debian's chromium for the console tests"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	{ apt-cache show chromium >/dev/null 2>&1 || $$SUDO apt-get update -qq; } && \
+	$$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+	  || echo "browser: chromium could not be installed; the console tests will fail"
