@@ -165,37 +165,60 @@ def guarded(command: Command) -> Command:
     """
 
     def run(args: argparse.Namespace) -> int:
-        import httpx
-
-        from clients import GatewayError
-        from gateway.config import ConfigurationError
-        from gateway.store.db import CatalogUnavailable
-
-        url = getattr(args, "resolved_url", None) or getattr(args, "url", None) or "the gateway"
         try:
             return command(args)
-        except GatewayError as exc:
-            message = f"{exc.code} ({exc.status}): {exc.message}"
-            code = exit_code_for_status(exc.status)
-            return fail(args, code, exc.code, message, status=exc.status, detail=exc.message)
-        except httpx.TimeoutException as exc:
-            message = f"the gateway at {url} did not answer in time ({type(exc).__name__})"
-            return fail(args, ExitCode.UNREACHABLE, "unreachable", message)
-        except httpx.TransportError as exc:
-            message = f"cannot reach the gateway at {url}: {exc}"
-            return fail(args, ExitCode.UNREACHABLE, "unreachable", message)
-        except CommandError as exc:
-            return fail(args, exc.code, exc.code.name.lower(), str(exc))
-        except (ConfigurationError, CatalogUnavailable) as exc:
-            return fail(args, ExitCode.USAGE, "configuration", str(exc))
-        except OSError as exc:  # the disk or the system refused: report it, not a traceback
-            message = f"{exc.strerror or type(exc).__name__}: {exc.filename or ''}"
-            return fail(args, ExitCode.USAGE, "os_error", message)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
-        except Exception as exc:  # a bug: say what kind, keep the promise of one line
-            message = f"unexpected {type(exc).__name__}: {exc}"
-            return fail(args, ExitCode.FAILED, "unexpected", message)
+        except Exception as exc:
+            return report(args, exc)
 
     return run
+
+
+def _loaded(module: str, name: str) -> type[BaseException] | None:
+    """An exception class, if its module is loaded; if it is not, nothing raised one.
+
+    Usage errors are found before the SDK (httpx, pyarrow: most of a command's start-up) is
+    imported, and reporting them must not import it either.
+    """
+    found = getattr(sys.modules.get(module), name, None)
+    return found if isinstance(found, type) and issubclass(found, BaseException) else None
+
+
+def report(args: argparse.Namespace, exc: Exception) -> int:
+    """Print ``exc`` as one line (and JSON with ``--json``); return the exit code of its kind."""
+    url = getattr(args, "resolved_url", None) or getattr(args, "url", None) or "the gateway"
+    gateway_error = _loaded("clients.errors", "GatewayError")
+    timeout = _loaded("httpx", "TimeoutException")
+    transport = _loaded("httpx", "TransportError")
+    configuration = tuple(
+        cls
+        for cls in (
+            _loaded("gateway.config", "ConfigurationError"),
+            _loaded("gateway.store.db", "CatalogUnavailable"),
+        )
+        if cls is not None
+    )
+    if gateway_error is not None and isinstance(exc, gateway_error):
+        status: int = getattr(exc, "status", 0)
+        error_code: str = getattr(exc, "code", "error")
+        detail: str = getattr(exc, "message", str(exc))
+        message = f"{error_code} ({status}): {detail}"
+        code = exit_code_for_status(status)
+        return fail(args, code, error_code, message, status=status, detail=detail)
+    if timeout is not None and isinstance(exc, timeout):
+        message = f"the gateway at {url} did not answer in time ({type(exc).__name__})"
+        return fail(args, ExitCode.UNREACHABLE, "unreachable", message)
+    if transport is not None and isinstance(exc, transport):
+        message = f"cannot reach the gateway at {url}: {exc}"
+        return fail(args, ExitCode.UNREACHABLE, "unreachable", message)
+    if isinstance(exc, CommandError):
+        return fail(args, exc.code, exc.code.name.lower(), str(exc))
+    if configuration and isinstance(exc, configuration):
+        return fail(args, ExitCode.USAGE, "configuration", str(exc))
+    if isinstance(exc, OSError):  # the disk or the system refused: report it, not a traceback
+        message = f"{exc.strerror or type(exc).__name__}: {exc.filename or ''}"
+        return fail(args, ExitCode.USAGE, "os_error", message)
+    message = f"unexpected {type(exc).__name__}: {exc}"  # a bug: say what kind, in one line
+    return fail(args, ExitCode.FAILED, "unexpected", message)
