@@ -432,6 +432,42 @@ def test_propose_approve_audit_and_query_in_the_browser(
     assert time.monotonic() - started < 45
 
 
+def test_an_officer_rejects_a_proposal_in_the_browser(
+    gateway: Any, keys: dict[str, Any], tab: Any
+) -> None:
+    """bigmart rejects acme's proposal with the Reject button: nothing of it takes effect."""
+    base, acme, bigmart = gateway.url, keys["acme"]["compliance"], keys["bigmart"]["compliance"]
+    active = httpx.get(
+        f"{base}/v1/collaborations/{COLLAB}/policy", headers={"Authorization": f"Bearer {acme}"}
+    ).json()
+    looser = active["document"].replace("min_group_size: 25", "min_group_size: 20")
+    assert looser != active["document"]
+    proposed = httpx.put(
+        f"{base}/v1/collaborations/{COLLAB}/policy",
+        content=looser.encode(),
+        headers={"Authorization": f"Bearer {acme}", "Content-Type": "application/yaml"},
+    )
+    assert proposed.status_code == 200 and proposed.json()["status"] == "pending"
+    number = proposed.json()["version"]
+    spent = budget_of(base, acme, "acme")
+
+    watched = tab()
+    page = watched.page
+    sign_in(page, base, bigmart)
+    open_section(page, "proposals", f"article.proposal[data-version='{number}']")
+    page.click(f"article.proposal[data-version='{number}'] button.reject")
+    page.wait_for_selector("#no-proposals")
+    statuses = {v["version"]: v["status"] for v in versions(base, acme)}
+    assert statuses[number] == "rejected"
+    assert statuses[active["version"]] == "active"
+    assert budget_of(base, acme, "acme") == spent
+    open_section(page, "audit", "table.audit tbody tr")
+    assert page.locator("table.audit tbody tr").first.get_attribute("data-action") == (
+        "policy.rejected"
+    )
+    watched.assert_clean(*all_keys(keys))
+
+
 def test_a_contributor_sees_the_policy_and_datasets_only(
     gateway: Any, keys: dict[str, Any], tab: Any
 ) -> None:

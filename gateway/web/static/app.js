@@ -9,7 +9,7 @@ import { showQuery } from "./query.js";
 const SECTIONS = {
   policy: { title: "Active policy", show: (root) => showPolicy(root) },
   proposals: { title: "Proposals", show: (root, me) => showProposals(root, me) },
-  editor: { title: "Policy editor", show: (root, me) => showEditor(root, me, { onProposed: () => {} }) },
+  editor: { title: "Policy editor", show: (root) => showEditor(root) },
   audit: { title: "Audit trail", show: (root) => showAudit(root) },
   budget: { title: "Budget", show: (root, me) => showBudget(root, me) },
   query: { title: "Query", show: async (root) => showQuery(root, await api("GET", collab("/policy"))) },

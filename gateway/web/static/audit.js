@@ -167,9 +167,9 @@ export async function showBudget(root, me) {
   const events = await allEvents();
   const now = new Date();
   const series = budgetSeries(budgets, events, now);
-  // From the first spend (or an hour ago), never before the period began: a month-long axis
+  // From the first spend (or ten minutes ago), never before the period began: a month-long axis
   // would squeeze a day's activity into its last pixel.
-  const first = Math.min(now.getTime() - 3_600_000, ...series.flatMap((sr) => sr.points.map((p) => p[0].getTime())));
+  const first = Math.min(now.getTime() - 600_000, ...series.flatMap((sr) => sr.points.map((p) => p[0].getTime())));
   const periodStart = budgets.some((b) => b.period === "month") ? monthStart(now).getTime() : first;
   const from = new Date(Math.max(first, periodStart));
   put(

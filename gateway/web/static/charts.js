@@ -49,7 +49,7 @@ export function barChart(bars, { title, unit = "" }) {
     const cx = M.left + slot * (i + 0.5);
     const group = s("g", { class: "bar" });
     if (b.value === null || b.value === undefined) {
-      group.append(s("text", { class: "suppressed", x: cx, y: y(0) - 6, "text-anchor": "middle" }, "suppressed"));
+      group.append(s("text", { class: "suppressed", x: cx + 4, y: y(0) - 6, "text-anchor": "start", transform: `rotate(-90 ${cx + 4} ${y(0) - 6})` }, "suppressed"));
     } else {
       const top = y(Math.max(b.value, 0));
       const bottom = y(Math.min(b.value, 0));
@@ -81,14 +81,15 @@ export function barChart(bars, { title, unit = "" }) {
 export function stepChart(series, { title, unit = "", from, to }) {
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart step-chart", role: "img" }, s("title", {}, title));
   const t0 = from.getTime();
-  const t1 = Math.max(to.getTime(), t0 + 60_000);
+  const end = Math.max(to.getTime(), t0 + 60_000);
+  const t1 = end + (end - t0) * 0.04; // a margin, so that a spend made just now is visible
   const hi = Math.max(1e-9, ...series.flatMap((sr) => [sr.limit || 0, ...sr.points.map((p) => p[1])])) * 1.05;
   const plotH = H - M.top - M.bottom;
   const x = (t) => M.left + ((t - t0) / (t1 - t0)) * (W - M.left - M.right);
   const y = (v) => M.top + plotH - (v / hi) * plotH;
   yAxis(svg, 0, hi, y, unit);
   for (const frac of [0, 0.5, 1]) {
-    const t = new Date(t0 + frac * (t1 - t0));
+    const t = new Date(t0 + frac * (end - t0));
     svg.append(
       s("text", { class: "tick", x: x(t.getTime()), y: H - M.bottom + 18, "text-anchor": frac === 0 ? "start" : frac === 1 ? "end" : "middle" }, t.toISOString().slice(0, 16).replace("T", " ")),
     );
@@ -97,12 +98,14 @@ export function stepChart(series, { title, unit = "", from, to }) {
     const cls = `series-${i % 6}`;
     let d = `M ${x(t0)} ${y(0)}`;
     let last = 0;
+    const marks = [];
     for (const [t, v] of sr.points) {
       d += ` H ${x(t.getTime())} V ${y(v)}`;
+      marks.push(s("circle", { class: `mark ${cls}`, cx: x(t.getTime()), cy: y(v), r: 3 }, s("title", {}, `${sr.name}: ${num(v, 6)} ${unit} at ${t.toISOString().slice(0, 19).replace("T", " ")}`)));
       last = v;
     }
-    d += ` H ${x(t1)}`;
-    svg.append(s("path", { class: `line ${cls}`, d, "data-series": sr.name }));
+    d += ` H ${x(end)}`;
+    svg.append(s("path", { class: `line ${cls}`, d, "data-series": sr.name }), ...marks);
     if (sr.limit) svg.append(s("line", { class: `limit ${cls}`, x1: M.left, x2: W - M.right, y1: y(sr.limit), y2: y(sr.limit) }));
     const lx = M.left + (i % 3) * 220;
     const ly = H - M.bottom + 44 + Math.floor(i / 3) * 16;

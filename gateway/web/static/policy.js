@@ -115,7 +115,7 @@ export function diffView(diff) {
   );
 }
 
-async function decide(me, version, action, out, refresh) {
+async function decide(version, action, out, refresh) {
   status(out, "busy", `${action}…`);
   try {
     const answer = await api("POST", collab(`/policy/versions/${version}/${action}`));
@@ -151,9 +151,9 @@ export async function showProposals(root, me) {
         h(
           "div",
           { class: "actions" },
-          mine ? h("button", { type: "button", class: "approve", on: { click: () => decide(me, v.version, "approve", out, refresh) } }, "Approve") : null,
-          mine ? h("button", { type: "button", class: "reject danger", on: { click: () => decide(me, v.version, "reject", out, refresh) } }, "Reject") : null,
-          v.proposed_by === me.org ? h("button", { type: "button", class: "withdraw", on: { click: () => decide(me, v.version, "withdraw", out, refresh) } }, "Withdraw") : null,
+          mine ? h("button", { type: "button", class: "approve", on: { click: () => decide(v.version, "approve", out, refresh) } }, "Approve") : null,
+          mine ? h("button", { type: "button", class: "reject danger", on: { click: () => decide(v.version, "reject", out, refresh) } }, "Reject") : null,
+          v.proposed_by === me.org ? h("button", { type: "button", class: "withdraw", on: { click: () => decide(v.version, "withdraw", out, refresh) } }, "Withdraw") : null,
         ),
         out,
       );
@@ -200,7 +200,7 @@ function showVerdict(out, area, error) {
 }
 
 /** A YAML editor: Check asks the server (nothing stored), Propose submits a new version. */
-export async function showEditor(root, me, { onProposed }) {
+export async function showEditor(root) {
   const active = await api("GET", collab("/policy"));
   const area = h("textarea", { id: "policy-draft", spellcheck: "false", rows: 28, "aria-label": "policy document (YAML)" });
   area.value = active.document;
@@ -232,7 +232,6 @@ export async function showEditor(root, me, { onProposed }) {
       const answer = await api("PUT", collab("/policy"), { body: area.value, contentType: "application/yaml" });
       status(out, "ok", `Version ${answer.version} is ${answer.status}.`);
       put(result, h("h3", {}, `What version ${answer.version} changes`), diffView(answer.diff));
-      onProposed(answer);
     } catch (err) {
       if (err.code === "invalid_policy") showVerdict(out, area, { code: err.code, message: err.message, ...lineColumn(err.message) });
       else status(out, "error", `${err.code}: ${err.message}`);

@@ -56,9 +56,8 @@ function chartable(rows, alias) {
 
 function releaseView(release) {
   const rows = release.rows;
-  const outputs = rows.length ? Object.keys(rows[0]).filter((k) => !release.group_by.includes(k) && k !== "suppressed") : [];
-  const allOutputs = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((k) => !release.group_by.includes(k) && k !== "suppressed");
-  const names = allOutputs.length ? allOutputs : outputs;
+  // The outputs, in release order (a suppressed row holds them too, with null values).
+  const names = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((k) => !release.group_by.includes(k) && k !== "suppressed");
   const picker = h("select", { id: "chart-output", "aria-label": "aggregate to chart" });
   for (const name of names.filter((n) => chartable(rows, n))) picker.append(h("option", { value: name }, name));
   const chart = h("div", { id: "release-chart" });
