@@ -30,6 +30,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import display
 
 from clients import BudgetExceeded, GatewayClient
 
@@ -152,7 +153,7 @@ release = acme.query(COLLABORATION, sql=QUESTION, epsilon=0.5)
 print(f"query {release.query_id} ran under policy version {release.policy_version}")
 print(f"spent ε = {release.epsilon_spent}; left this month: ε = {release.budget['epsilon_left']}")
 results = release.to_pandas()
-results
+display(results)
 
 # %% [markdown]
 # Each aggregate comes as three columns: the noisy **value**, and the two ends of its **95%
@@ -230,10 +231,21 @@ print(f"this notebook spent ε = {spent_here:g}; resets at {budget_now['resets_a
 
 fig, ax = plt.subplots(figsize=(8, 2.2))
 ax.barh(["ACME"], [budget_at_start["epsilon_spent"]], color="grey", label="spent before")
-ax.barh(["ACME"], [spent_here], left=[budget_at_start["epsilon_spent"]], color="tab:red",
-        label="spent in this notebook")
-ax.barh(["ACME"], [budget_now["epsilon_left"]], left=[budget_now["epsilon_spent"]],
-        color="tab:green", alpha=0.4, label="left")
+ax.barh(
+    ["ACME"],
+    [spent_here],
+    left=[budget_at_start["epsilon_spent"]],
+    color="tab:red",
+    label="spent in this notebook",
+)
+ax.barh(
+    ["ACME"],
+    [budget_now["epsilon_left"]],
+    left=[budget_now["epsilon_spent"]],
+    color="tab:green",
+    alpha=0.4,
+    label="left",
+)
 ax.set_xlim(0, budget_now["epsilon_total"])
 ax.set_xlabel("ε this month")
 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=3, fontsize="small")
@@ -244,6 +256,7 @@ plt.show()
 # When a question would cost more than what is left, the gateway refuses it with
 # `BudgetExceeded` (HTTP 429) and spends nothing; the SDK never retries such a refusal,
 # because waiting does not refill a budget before the month ends. Guard long scripts like this:
+
 
 # %%
 def ask(sql: str, epsilon: float):

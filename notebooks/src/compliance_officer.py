@@ -31,6 +31,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import yaml
+from IPython.display import display
 
 from clients import GatewayClient
 
@@ -64,6 +65,7 @@ print(demo_policy_text)
 # %% [markdown]
 # Every version ever proposed stays readable, with who approved it:
 
+
 # %%
 def versions() -> pd.DataFrame:
     table = pd.DataFrame(acme.policy_versions(COLLABORATION))
@@ -80,7 +82,7 @@ versions().tail(5)
 
 # %%
 budgets = pd.DataFrame(acme.budget(COLLABORATION)).set_index("org")
-budgets
+display(budgets)
 
 # %% [markdown]
 # ## 3. Propose a change, and get it approved
@@ -158,6 +160,7 @@ versions().tail(4)
 # (organisation and role), when, what, and the details: for a query, its plan or SQL, the ε
 # spent and the policy version, never a data value. Events that touch only BigMart's data are
 # not shown to you. The trail is read page by page (`after` = the last sequence number seen):
+
 
 # %%
 def all_events(page: int = 500) -> list[dict]:

@@ -30,6 +30,7 @@ import pandas as pd
 from IPython.display import Pretty, display
 
 from clients import GatewayClient, PolicyViolation, pseudonymise_table
+from gateway.demo.data import generate_demo_tables  # the demo's stand-in for a CRM export
 
 GATEWAY_URL = os.environ.get("INSIGHTGW_URL", "http://127.0.0.1:8000")
 KEYS_FILE = Path(os.environ.get("INSIGHTGW_KEYS", "var/demo-keys.json"))
@@ -86,8 +87,6 @@ pd.DataFrame(
 # holds (ACME may not).
 
 # %%
-from gateway.demo.data import generate_demo_tables
-
 mine = next(d for d in bigmart.datasets(COLLABORATION)["datasets"] if d["id"] == "bigmart.loyalty")
 customers = mine["rows"]
 print(f"bigmart.loyalty is at version {mine['version']} with {customers:,} customers")
@@ -148,6 +147,7 @@ pd.DataFrame({"raw key (stays here)": before, "token (uploaded)": loyalty[key_co
 # customer has, and stores the result encrypted. Uploading again creates a **new version**;
 # queries always use the newest.
 
+
 # %%
 class ProgressBar:
     """A text progress bar that redraws in place."""
@@ -173,7 +173,7 @@ answer = bigmart.upload(
     COLLABORATION, "loyalty", upload_file, progress=ProgressBar(upload_file.stat().st_size)
 )
 print(f"uploaded {answer['dataset']} version {answer['version']}: {answer['rows']:,} rows")
-answer
+display(answer)
 
 # %% [markdown]
 # ### ACME does the same on its side
