@@ -56,3 +56,7 @@ browser:
 	{ apt-cache show chromium >/dev/null 2>&1 || $$SUDO apt-get update -qq; } && \
 	$$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null \
 	  || echo "browser: chromium could not be installed; the console tests will fail"
+
+.PHONY: docs
+docs: install  # docs/api.md from the app's OpenAPI document (a test fails when it is stale)
+	$(BIN)/python -m gateway.openapi_doc --output docs/api.md
