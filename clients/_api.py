@@ -43,12 +43,12 @@ class Operation(Generic[T]):
     content: bytes | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, QueryParam] | None = None
-    reads_only: bool = False  # a POST that changes nothing (explain); see clients.retry
+    safe_to_repeat: bool = False  # a POST that changes nothing (explain); see clients.retry
 
     @property
     def read_only(self) -> bool:
         """True when sending the request twice changes nothing, so any retry is safe."""
-        return self.method == "GET" or self.reads_only
+        return self.method == "GET" or self.safe_to_repeat
 
     def request_kwargs(self, content: Any = None) -> dict[str, Any]:
         """Keyword arguments for ``httpx.Client.request``; ``content`` overrides the body."""
@@ -219,7 +219,7 @@ def explain(
 ) -> Operation[Explanation]:
     body = _query_body(plan, sql, epsilon, accuracy)
     path = f"{_collab(c)}/queries/explain"
-    return Operation("POST", path, explanation, json=body, reads_only=True)
+    return Operation("POST", path, explanation, json=body, safe_to_repeat=True)
 
 
 def budget(c: str) -> Operation[list[dict[str, Any]]]:

@@ -17,13 +17,17 @@ the gateway certainly did not act on it::
       timeout, no free pooled connection)
     any other network failure (read or write   retried                 never
       timeout, connection dropped)
+    a request that cannot be sent (bad URL     never                   never
+      scheme, malformed request)
     any other answer                           never                   never
 
-A 503 or 429 with ``Retry-After`` is the server (uvicorn's concurrency limit, a rate limiter,
-a proxy with no upstream) refusing the request before handling it and saying when to come
-back. A bare 503 can come from a proxy whose upstream connection broke mid-request, and the
-gateway answers 500 for a query that failed after its reservation: neither is retried for a
-query. Waiting never refills a budget before its period ends, so ``budget_exceeded`` is final.
+A 503 or 429 with ``Retry-After`` is a server, rate limiter or load balancer deliberately
+refusing the request before handling it and saying when to come back. A bare 503 can come
+from a proxy whose upstream connection broke mid-request, and the gateway answers 500 for a
+query that failed after its reservation: neither is retried for a query (the safe side: a
+bare 503 that was in fact sent before any work, such as uvicorn's concurrency limit, is
+raised for the caller to decide). Waiting never refills a budget before its period ends, so
+``budget_exceeded`` is final.
 
 Delays grow exponentially with full jitter, ``uniform(0, min(max_delay, backoff * 2**n))``
 before retry ``n + 1``; a ``Retry-After`` is honoured as a minimum, and one longer than
@@ -47,6 +51,8 @@ import httpx
 __all__ = ["RetryPolicy"]
 
 _NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Failures that may pass; a bad URL scheme or a malformed request would only fail again.
+_TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ def after_failure(
     rand: Callable[[], float] = random.random,
 ) -> float | None:
     """Seconds to wait before asking again after a network failure, or None to raise it."""
-    if not read_only and not isinstance(error, _NOTHING_SENT):
+    if not isinstance(error, _NOTHING_SENT if not read_only else _TRANSIENT):
         return None
     return policy.delay(attempt, None, rand)
 

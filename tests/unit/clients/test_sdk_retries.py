@@ -139,6 +139,14 @@ def test_a_get_is_retried_after_any_network_failure(
     assert len(gateway.requests) == 2
 
 
+def test_a_request_that_cannot_be_sent_is_not_retried(script: Any, waits: list[float]) -> None:
+    gateway, gw = script(httpx.UnsupportedProtocol("no such scheme"), OK_JSON)
+    with pytest.raises(httpx.UnsupportedProtocol):
+        gw.me()
+    assert len(gateway.requests) == 1
+    assert waits == []
+
+
 def test_explain_spends_nothing_so_it_is_retried_like_a_get(
     script: Any, waits: list[float]
 ) -> None:
