@@ -9,6 +9,7 @@ gateway's own output after start-up (uvicorn's access log) must never hold a key
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -189,7 +190,8 @@ def test_console_pages_carry_security_headers(gateway: Any) -> None:
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["referrer-policy"] == "no-referrer"
-    assert "<script>" not in page.text  # no inline script: app.js is loaded from the gateway
+    scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page.text, re.S)
+    assert scripts == [(' type="module" src="app.js"', "")]  # no inline script anywhere
     script = httpx.get(f"{gateway.url}/console/app.js")
     assert script.status_code == 200
     assert script.headers["content-type"].startswith("text/javascript")
