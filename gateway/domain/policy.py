@@ -578,10 +578,10 @@ def parse_policy(raw: object) -> Policy:
             or pair[0] == pair[1]
         ):
             raise InvalidPolicy(f"joins[{i}]", "must be a pair of two different datasets")
-        for ds in pair:
-            if ds not in datasets:
+        for which, ds in zip(("first", "second"), pair, strict=True):
+            if ds not in datasets:  # an undescribed name is not echoed: it may be data
                 raise InvalidPolicy(
-                    f"joins[{i}]", f"names dataset {ds!r} that the policy does not describe"
+                    f"joins[{i}]", f"the {which} dataset is not one the policy describes"
                 )
             if datasets[ds].is_aggregate:
                 raise InvalidPolicy(

@@ -52,7 +52,7 @@ def member_collaboration(
         principal.org in collab.members or (admin_ok and principal.role == "admin")
     )
     if not allowed or collab is None:
-        raise NotFound(f"collaboration {collab_id!r} not found")
+        raise NotFound("collaboration not found")  # nor is the id echoed: it may be data
     return collab
 
 

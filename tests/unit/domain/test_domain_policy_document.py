@@ -380,8 +380,7 @@ def test_errors_name_the_rule_line_and_column() -> None:
     assert refusal(fixed).message == f"{C}.spend.bounds: lo must be <= hi (line 8, column 29)"
     fixed = fixed.replace("[10, 0]", "[0, 10]")
     assert refusal(fixed).message == (
-        "joins[0]: names dataset 'acme.survey' that the policy does not describe"
-        " (line 11, column 9)"
+        "joins[0]: the second dataset is not one the policy describes (line 11, column 9)"
     )
 
 
