@@ -6,9 +6,9 @@ would call, so the demo exercises tokenisation, validation, encryption and audit
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -102,27 +102,23 @@ def seed_demo(
 
     progress(f"demo: generating {customers:,} customers per partner (half of them shared)")
     tables = generate_demo_tables(customers=customers)
-    spool_dir = services.settings.upload_tmp_dir
-    spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for org_id, name, table in (
         ("bigmart", "loyalty", tables.loyalty),
         ("acme", "survey", tables.survey),
     ):
         progress(f"demo: uploading {org_id}.{name} (tokenise, validate, encrypt)")
-        fd, spool = tempfile.mkstemp(dir=spool_dir, suffix=".parquet")
-        os.close(fd)
-        try:
-            pq.write_table(table, spool)
+        body = io.BytesIO()
+        pq.write_table(table, body)
+        with datasets.open_spool(services) as spool:  # sealed, as a real upload is
+            spool.write(body.getbuffer())
             datasets.upload_dataset(
                 services,
                 _principal(services, keys[org_id]["contributor"]),
                 COLLABORATION,
                 name,
-                Path(spool),
+                spool,
                 "parquet",
             )
-        finally:
-            Path(spool).unlink(missing_ok=True)
     _write_keys(path, keys)
     progress(f"demo: keys written to {path}")
     return keys

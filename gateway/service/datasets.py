@@ -1,17 +1,35 @@
-"""Uploading datasets and listing what the policy lets a caller see."""
+"""Uploading datasets and listing what the policy lets a caller see.
+
+An upload body is received into an :class:`UploadSpool` (sealed on disk under a key held only
+in memory), then parsed from it batch by batch straight into the sealed dataset file: neither
+the body nor the stored table is ever on disk in the clear, and memory stays bounded by a few
+batches whatever the upload's size.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import threading
+from collections.abc import AsyncIterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
-from gateway.domain.errors import GatewayError, InvalidRequest, PolicyViolation
-from gateway.domain.model import DatasetVersion, Principal
-from gateway.engine.runner import max_rows_per_customer
+from anyio import to_thread
+
+from gateway.domain.errors import (
+    GatewayError,
+    InvalidRequest,
+    PayloadTooLarge,
+    PolicyViolation,
+)
+from gateway.domain.model import DatasetVersion, Principal, dataset_key_aad
 from gateway.service.access import active_policy, member_collaboration, require_role
 from gateway.service.context import Services, record
-from gateway.service.ingest import ingest
+from gateway.service.ingest import BatchCheck, Ingested, format_of, ingest
+from gateway.store.spool import UploadSpool
+
+_upload_locks: dict[tuple[str, str, str], threading.Lock] = {}
+_upload_locks_guard = threading.Lock()
 
 
 def _describe_columns(policy_ds: Any) -> dict[str, Any]:
@@ -40,13 +58,139 @@ def authorise_upload(services: Services, principal: Principal, collab_id: str) -
     member_collaboration(services, principal, collab_id)
 
 
+def open_spool(services: Services) -> UploadSpool:
+    """A new spool for one upload body, under the data directory's ``tmp``; close it after."""
+    return UploadSpool(services.settings.upload_tmp_dir)
+
+
+async def receive_upload(
+    services: Services,
+    principal: Principal,
+    collab_id: str,
+    name: str,
+    content_type: str | None,
+    content_length: str | None,
+    body: AsyncIterable[bytes],
+) -> dict[str, Any]:
+    """Receive a streamed upload body into a sealed spool, then store it (``upload_dataset``).
+
+    Who may upload is checked first, so a refused caller never gets a byte spooled; the spool
+    is removed on every path, success or failure.
+
+    Raises:
+        UnsupportedMediaType: ``content_type`` is not Parquet, CSV or an Arrow stream.
+        PayloadTooLarge: the declared or received body is over ``max_upload_bytes``.
+        InvalidRequest: the body is empty.
+        GatewayError: whatever ``upload_dataset`` refuses.
+    """
+    await to_thread.run_sync(authorise_upload, services, principal, collab_id)
+    fmt = format_of(content_type)
+    limit = services.settings.max_upload_bytes
+    too_large = PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
+    if content_length and content_length.isdigit() and int(content_length) > limit:
+        raise too_large
+    with open_spool(services) as spool:
+        async for chunk in body:
+            if spool.size + len(chunk) > limit:
+                raise too_large
+            spool.write(chunk)
+        if spool.size == 0:
+            raise InvalidRequest("body: the upload is empty")
+        result: dict[str, Any] = await to_thread.run_sync(
+            upload_dataset, services, principal, collab_id, name, spool, fmt
+        )
+        return result
+
+
+@contextmanager
+def _one_upload_at_a_time(services: Services, collab_id: str, dataset_id: str) -> Iterator[None]:
+    """Serialise uploads of one dataset: its next version number is taken before ingest."""
+    key = (str(services.settings.data_dir), collab_id, dataset_id)
+    with _upload_locks_guard:
+        lock = _upload_locks.setdefault(key, threading.Lock())
+    with lock:
+        yield
+
+
+@contextmanager
+def _body_file(spooled: UploadSpool | Path) -> Iterator[BinaryIO]:
+    if isinstance(spooled, UploadSpool):
+        with spooled.reader() as reader:
+            yield cast(BinaryIO, reader)
+    else:  # a plaintext file the caller wrote itself (tools, benchmarks)
+        with spooled.open("rb") as fh:
+            yield fh
+
+
+def _ingest_version(
+    services: Services,
+    principal: Principal,
+    collab_id: str,
+    dataset_id: str,
+    ds_policy: Any,
+    spooled: UploadSpool | Path,
+    fmt: str,
+    checks: Sequence[BatchCheck],
+) -> tuple[DatasetVersion, tuple[str, ...]]:
+    """Ingest into the sealed file of the next version and add that version to the catalog.
+
+    Returns the version and the hidden columns the file held (dropped, not stored). The file
+    is complete and durable before the catalog row is written: a crash in between leaves an
+    orphan file, never a dangling version.
+    """
+    with _one_upload_at_a_time(services, collab_id, dataset_id):
+        with services.lock:
+            version = services.catalog.next_dataset_version(collab_id, dataset_id)
+        relative = f"{collab_id}/{dataset_id}/v{version}.parquet.enc"
+        aad = dataset_key_aad(collab_id, dataset_id, version)
+        with _body_file(spooled) as body, services.files.writer(relative, aad) as writer:
+            stored: Ingested = ingest(
+                body,
+                fmt,
+                ds_policy,
+                services.token_secret(collab_id),
+                writer.write,
+                max_decoded_bytes=services.settings.max_decoded_bytes,
+                checks=checks,
+            )
+            wrapped = writer.commit()
+        dv = DatasetVersion(
+            collaboration=collab_id,
+            dataset=dataset_id,
+            version=version,
+            file=relative,
+            wrapped_key=wrapped,
+            rows=stored.rows,
+            max_rows_per_customer=stored.max_rows_per_customer,
+            schema=stored.schema,
+            uploaded_by=principal.key_id,
+            created_at=services.clock(),
+        )
+        with services.lock:
+            services.catalog.add_dataset_version(dv)
+        return dv, stored.dropped
+
+
 def upload_dataset(
-    services: Services, principal: Principal, collab_id: str, name: str, spooled: Path, fmt: str
+    services: Services,
+    principal: Principal,
+    collab_id: str,
+    name: str,
+    spooled: UploadSpool | Path,
+    fmt: str,
+    *,
+    checks: Sequence[BatchCheck] = (),
 ) -> dict[str, Any]:
     """Validate, tokenise, encrypt and store a new version of ``<caller org>.<name>``.
 
-    Nothing is stored unless every check passes; the encrypted file is written before the
-    catalog row, so a crash in between leaves an orphan file but never a dangling version.
+    ``spooled`` is the upload's spool (or, for tools that made one, a plaintext file). The
+    body is read once, batch by batch, into the sealed file of the new version; nothing is
+    added to the catalog unless every check passes (``checks`` run on every stored batch).
+
+    Raises:
+        InvalidRequest: a bad dataset name, or a kind of dataset that cannot be uploaded yet.
+        PolicyViolation: the active policy does not describe the dataset.
+        InvalidDataset: the file does not satisfy the policy (see ``ingest``).
     """
     authorise_upload(services, principal, collab_id)
     dataset_id = f"{principal.org}.{name}"
@@ -63,31 +207,10 @@ def upload_dataset(
             )
         if ds_policy.kind != "customer":
             raise InvalidRequest(f"dataset {dataset_id!r}: aggregate uploads are not supported yet")
-        table, dropped = ingest(
-            spooled,
-            fmt,
-            ds_policy,
-            services.token_secret(collab_id),
-            max_decoded_bytes=services.settings.max_decoded_bytes,
+        dv, dropped_columns = _ingest_version(
+            services, principal, collab_id, dataset_id, ds_policy, spooled, fmt, checks
         )
-        max_rows = max_rows_per_customer(table)
-        with services.lock:
-            version = services.catalog.next_dataset_version(collab_id, dataset_id)
-            dv = DatasetVersion(
-                collaboration=collab_id,
-                dataset=dataset_id,
-                version=version,
-                file=f"{collab_id}/{dataset_id}/v{version}.parquet.enc",
-                wrapped_key=b"",
-                rows=table.num_rows,
-                max_rows_per_customer=max_rows,
-                schema={f.name: str(f.type) for f in table.schema if f.name != "_token"},
-                uploaded_by=principal.key_id,
-                created_at=services.clock(),
-            )
-            wrapped = services.files.write(dv.file, table, dv.aad)
-            dv = replace(dv, wrapped_key=wrapped)
-            services.catalog.add_dataset_version(dv)
+        dropped = list(dropped_columns)
     except GatewayError as exc:
         record(
             services,

@@ -1,19 +1,24 @@
 """Read an uploaded file batch by batch, check it against the policy, tokenise customer keys.
 
-Formats: Parquet, CSV and Arrow IPC streams, all read in batches from the spooled upload.
-Every refusal names the column and the rule, never a value from the file. Customer keys are
-replaced by ``HMAC-SHA256(collaboration secret, key)`` truncated to 128 bits; raw keys are not
-kept. Hidden columns are dropped at ingest: what the policy never lets anyone use is not stored.
+Formats: Parquet, CSV and Arrow IPC streams, all read in batches from the spooled upload (a
+seekable file object: the spool's decrypting reader, so the parsers never see a plaintext
+file). Every refusal names the column and the rule, never a value from the file. Customer keys
+are replaced by ``HMAC-SHA256(collaboration secret, key)`` truncated to 128 bits; raw keys are
+not kept. Hidden columns are dropped at ingest: what the policy never lets anyone use is not
+stored.
+
+One pass, bounded memory: each batch is read, checked, tokenised and handed to ``store`` (the
+dataset file writer) before the next is read; nothing holds the whole upload. Per-batch checks
+beyond the column rules plug in as :data:`BatchCheck` functions.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import io
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,6 +29,8 @@ import pyarrow.parquet as pq
 from gateway.domain.errors import InvalidDataset, UnsupportedMediaType
 from gateway.domain.policy import ColumnRule, DatasetPolicy
 from gateway.engine.compiler import TOKEN
+from gateway.service.pipeline import ReadAhead, StoreBehind
+from gateway.service.tokens import TOKEN_BYTES, RowsPerCustomer, Tokeniser
 
 PARQUET = "parquet"
 CSV = "csv"
@@ -34,8 +41,9 @@ MEDIA_TYPES = {
     "text/csv": CSV,
     "application/vnd.apache.arrow.stream": ARROW,
 }
-TOKEN_BYTES = 16
-_BATCH_ROWS = 65_536
+__all__ = ["TOKEN_BYTES", "BatchCheck", "Ingested", "format_of", "ingest"]
+
+_BATCH_ROWS = 131_072
 CSV_BLOCK_BYTES = 1 << 22
 """The longest CSV line (header included) that is read; longer lines are refused."""
 COLUMN_MARGIN = 8
@@ -61,10 +69,10 @@ def _too_many_columns(count: int, policy: DatasetPolicy) -> InvalidDataset:
     )
 
 
-def _csv_header_check(path: Path, policy: DatasetPolicy) -> None:
+def _csv_header_check(body: BinaryIO, policy: DatasetPolicy) -> None:
     """Refuse, before pyarrow parses anything, a header longer than a block or too wide."""
-    with path.open("rb") as fh:
-        head = fh.read(CSV_BLOCK_BYTES + 1)
+    head = body.read(CSV_BLOCK_BYTES + 1)
+    body.seek(0)
     end = head.find(b"\n")
     if end < 0 and len(head) > CSV_BLOCK_BYTES:
         raise InvalidDataset(f"a line is longer than {CSV_BLOCK_BYTES} bytes")
@@ -78,9 +86,9 @@ def _csv_header_check(path: Path, policy: DatasetPolicy) -> None:
 
 
 def _parquet_batches(
-    path: Path, policy: DatasetPolicy
+    body: BinaryIO, policy: DatasetPolicy
 ) -> tuple[list[str], Iterator[pa.RecordBatch]]:
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(body)
     meta = pf.metadata
     if meta.num_columns > _max_columns(policy):
         raise _too_many_columns(meta.num_columns, policy)
@@ -90,8 +98,11 @@ def _parquet_batches(
     strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
     # Strings stay dictionary-encoded while read, so a column of one value repeated many times
     # (a decompression bomb) is measured by ``_decoded_bytes`` before it is expanded.
-    pf = pq.ParquetFile(path, read_dictionary=strings)
-    return schema.names, _counted(pf.iter_batches(batch_size=_BATCH_ROWS), meta.num_rows)
+    pf = pq.ParquetFile(body, read_dictionary=strings)
+    # Hidden columns are never decoded: they are dropped anyway (unknown ones are refused).
+    read = [n for n in schema.names if n not in policy.columns or policy.columns[n].use != "hidden"]
+    batches = pf.iter_batches(batch_size=_BATCH_ROWS, columns=read)
+    return schema.names, _counted(batches, meta.num_rows)
 
 
 def _counted(batches: Iterator[pa.RecordBatch], declared: int) -> Iterator[pa.RecordBatch]:
@@ -105,18 +116,18 @@ def _counted(batches: Iterator[pa.RecordBatch], declared: int) -> Iterator[pa.Re
 
 
 def _batches(
-    path: Path, fmt: str, policy: DatasetPolicy
+    body: BinaryIO, fmt: str, policy: DatasetPolicy
 ) -> tuple[list[str], Iterator[pa.RecordBatch]]:
     """Column names and a batch iterator; CSV columns are read as text and cast later."""
     try:
         if fmt == PARQUET:
-            return _parquet_batches(path, policy)
+            return _parquet_batches(body, policy)
         if fmt == ARROW:
-            return _arrow_batches(path)
-        _csv_header_check(path, policy)
+            return _arrow_batches(body)
+        _csv_header_check(body, policy)
         known = [policy.customer_key, *policy.columns]
         csv_reader = pacsv.open_csv(
-            path,
+            body,
             read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in known}, strings_can_be_null=True
@@ -151,13 +162,14 @@ def _decoded_bytes(batch: pa.RecordBatch) -> int:
     return total
 
 
-def _arrow_batches(path: Path) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+def _arrow_batches(body: BinaryIO) -> tuple[list[str], Iterator[pa.RecordBatch]]:
     """Arrow IPC: the stream format, or the file format that ``.arrow`` files often use."""
     try:
-        stream = paipc.open_stream(pa.OSFile(str(path)))
+        stream = paipc.open_stream(body)
         return stream.schema.names, iter(stream)
     except pa.ArrowInvalid:
-        file_reader = paipc.open_file(pa.memory_map(str(path)))
+        body.seek(0)
+        file_reader = paipc.open_file(body)
         batches = (file_reader.get_batch(i) for i in range(file_reader.num_record_batches))
         return file_reader.schema.names, batches
 
@@ -211,57 +223,107 @@ def _conform_column(column: pa.Array, rule: ColumnRule) -> pa.Array:
     out = _cast(column, rule.name, target, rule.type)
     if out.null_count and not rule.nullable:
         raise InvalidDataset(f"column {rule.name!r} has empty values; the policy marks it required")
-    if rule.type == "float" and not pc.all(pc.is_finite(out.fill_null(0.0))).as_py():
+    if rule.type == "float" and not pc.all(pc.is_finite(out), min_count=0).as_py():
         raise InvalidDataset(f"column {rule.name!r} has non-finite values (NaN or infinity)")
     return out
 
 
-def _tokens(keys: pa.Array, secret: bytes, name: str) -> pa.Array:
+def _tokens(keys: pa.Array, tokenise: Tokeniser, name: str) -> pa.Array:
     if keys.null_count:
         raise InvalidDataset(f"column {name!r} (customer key) has empty values")
-    key_strings = _cast(keys, name, pa.string(), "key").to_pylist()
-    digest = hashlib.sha256
-    return pa.array(
-        [hmac.new(secret, k.encode(), digest).digest()[:TOKEN_BYTES] for k in key_strings],
-        type=pa.binary(TOKEN_BYTES),
-    )
+    return tokenise(_cast(keys, name, pa.string(), "key"))
+
+
+class _StoreFailed(Exception):
+    """Carries an error of ``store`` past the handler that maps reading errors to refusals."""
+
+
+def _reported(store: Callable[[pa.RecordBatch], None]) -> Callable[[pa.RecordBatch], None]:
+    def run(batch: pa.RecordBatch) -> None:
+        try:
+            store(batch)
+        except Exception as exc:
+            raise _StoreFailed() from exc
+
+    return run
+
+
+BatchCheck = Callable[[pa.RecordBatch, DatasetPolicy], None]
+"""A check run on every stored batch (token first, then the kept columns, policy types) before
+it is stored; it refuses the upload by raising a GatewayError (e.g. ``InvalidDataset``)."""
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What an ingest stored: rows, rows of the busiest customer, columns and their types."""
+
+    rows: int
+    max_rows_per_customer: int
+    schema: dict[str, str]
+    dropped: tuple[str, ...]
 
 
 def ingest(
-    path: Path,
+    body: BinaryIO,
     fmt: str,
     policy: DatasetPolicy,
     secret: bytes,
+    store: Callable[[pa.RecordBatch], None],
+    *,
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
-) -> tuple[pa.Table, list[str]]:
-    """Validate and tokenise the file at ``path``; return the stored table and dropped columns.
+    checks: Sequence[BatchCheck] = (),
+) -> Ingested:
+    """Validate and tokenise the upload in ``body`` batch by batch, handing each to ``store``.
+
+    ``body`` is a readable, seekable binary file object. Stored batches hold the token column
+    first, then the policy's non-hidden columns cast to their policy types. When this raises,
+    ``store`` may have received some batches: the caller discards them.
 
     Raises:
         InvalidDataset: unknown or missing columns, wrong types, empty keys or measures, no rows,
             too many columns, a line longer than a CSV block, a file that does not decode (bad
             encoding, NUL in a text value, truncated or forged) or that expands beyond
-            ``max_decoded_bytes``.
+            ``max_decoded_bytes``; or whatever a check in ``checks`` raises.
     """
-    names, batches = _batches(path, fmt, policy)
+    names, batches = _batches(body, fmt, policy)
     if len(names) > _max_columns(policy):
         raise _too_many_columns(len(names), policy)
     _check_columns(names, policy)
     kept = [c for c, rule in policy.columns.items() if rule.use != "hidden"]
-    dropped = [c for c, rule in policy.columns.items() if rule.use == "hidden" and c in names]
-    out: list[pa.RecordBatch] = []
-    decoded = 0
+    dropped = tuple(c for c, rule in policy.columns.items() if rule.use == "hidden" and c in names)
+    per_customer = RowsPerCustomer()
+    rows = decoded = 0
+    schema: dict[str, str] = {}
     try:
-        for batch in batches:
-            decoded += _decoded_bytes(batch)
-            if decoded > max_decoded_bytes:
-                raise InvalidDataset(
-                    f"the file expands to more than {max_decoded_bytes} bytes when decoded"
-                )
-            arrays = [_tokens(batch.column(policy.customer_key), secret, policy.customer_key)]
-            arrays += [_conform_column(batch.column(c), policy.columns[c]) for c in kept]
-            out.append(pa.RecordBatch.from_arrays(arrays, names=[TOKEN, *kept]))
+        with (
+            Tokeniser(secret) as tokenise,
+            ReadAhead(batches) as ahead,
+            StoreBehind(_reported(store)) as behind,
+        ):
+            for batch in ahead:
+                decoded += _decoded_bytes(batch)
+                if decoded > max_decoded_bytes:
+                    raise InvalidDataset(
+                        f"the file expands to more than {max_decoded_bytes} bytes when decoded"
+                    )
+                if batch.num_rows == 0:
+                    continue
+                key = policy.customer_key
+                arrays = [_tokens(batch.column(key), tokenise, key)]
+                arrays += [_conform_column(batch.column(c), policy.columns[c]) for c in kept]
+                stored = pa.RecordBatch.from_arrays(arrays, names=[TOKEN, *kept])
+                for check in checks:
+                    check(stored, policy)
+                per_customer.add(arrays[0])
+                behind.put(stored)
+                rows += stored.num_rows
+                schema = schema or {f.name: str(f.type) for f in stored.schema if f.name != TOKEN}
+            behind.finish()
+    except _StoreFailed as failed:  # the store's own error (e.g. a full disk), not the file's
+        assert failed.__cause__ is not None
+        raise failed.__cause__ from None
     except (pa.ArrowException, OSError) as exc:
         raise _unreadable(fmt, exc) from None
-    if not out or sum(b.num_rows for b in out) == 0:
+    if rows == 0:
         raise InvalidDataset("the file has no rows")
-    return pa.Table.from_batches(out), dropped
+    return Ingested(rows, per_customer.max_rows(), schema, dropped)
