@@ -12,6 +12,9 @@ commit, the old key is put back and nothing has changed. ``<file>.previous`` is 
 commit is done; if a crash leaves it behind, the next rotation refuses to start until the
 operator has checked which key opens the catalog.
 
+The rotation is recorded in the audit chain in the same transaction (``master_key.rotated``:
+counts and key fingerprints, never key material; see :mod:`gateway.store.rotation`).
+
 Example:
     insightgw admin rotate-master-key --data-dir ./var
     insightgw admin rotate-master-key --data-dir ./var --new-key-file /secure/master.key.2
@@ -141,6 +144,11 @@ def rotate_master_key(args: argparse.Namespace) -> int:
     print(
         f"re-wrapped {counts['data_keys']} data keys, {counts['token_secrets']} token secrets "
         f"and {counts['gateway_secrets']} gateway secrets; dataset files are unchanged"
+    )
+    print(
+        f"master key {Keyring(old_key).key_id} -> {Keyring(new_key).key_id}; "
+        f"{counts['audit_events']} audit events recorded (one per collaboration, one for the "
+        "gateway)"
     )
     if new_file is None:
         print(f"the new master key is in {key_file}")

@@ -16,6 +16,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.store.db import Database
 
@@ -89,6 +90,12 @@ class AuditLog:
         self.db = db
         self._key = signing_key
 
+    @property
+    def key_id(self) -> str:
+        """The signing key's public fingerprint: 8 hex digits of SHA-256 of the public key."""
+        raw = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return hashlib.sha256(raw).hexdigest()[:8]
+
     def append(
         self,
         *,
@@ -101,42 +108,70 @@ class AuditLog:
         details: dict[str, Any],
     ) -> AuditEvent:
         """Append one event and re-sign the chain head, atomically."""
+        with self.db.transaction() as tx:
+            return self.append_within(
+                tx,
+                at=at,
+                collaboration=collaboration,
+                actor_org=actor_org,
+                actor_role=actor_role,
+                action=action,
+                visible_to=visible_to,
+                details=details,
+            )
+
+    def append_within(
+        self,
+        tx: Database,
+        *,
+        at: datetime,
+        collaboration: str | None,
+        actor_org: str | None,
+        actor_role: str | None,
+        action: str,
+        visible_to: tuple[str, ...],
+        details: dict[str, Any],
+    ) -> AuditEvent:
+        """Append one event and re-sign the head inside ``tx``, a transaction the caller holds.
+
+        The event commits or rolls back with the caller's other changes (master-key rotation
+        records itself this way: the event exists exactly when the rotation does).
+        """
         details_json = json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
         visible = tuple(sorted(set(visible_to)))
         stamp = at.isoformat()
-        with self.db.transaction() as tx:
-            last = tx.one("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
-            digest = _event_hash(
-                prev,
+        last = tx.one("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
+        digest = _event_hash(
+            prev,
+            seq,
+            stamp,
+            collaboration,
+            actor_org,
+            actor_role,
+            action,
+            visible,
+            details_json,
+        )
+        tx.execute(
+            "INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
                 seq,
                 stamp,
                 collaboration,
                 actor_org,
                 actor_role,
                 action,
-                visible,
+                list(visible),
                 details_json,
-            )
-            tx.execute(
-                "INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    seq,
-                    stamp,
-                    collaboration,
-                    actor_org,
-                    actor_role,
-                    action,
-                    list(visible),
-                    details_json,
-                    prev,
-                    digest,
-                ),
-            )
-            signature = self._key.sign(_head_message(seq, digest))
-            tx.execute(
-                "INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?, ?)", (seq, digest, signature)
-            )
+                prev,
+                digest,
+            ),
+        )
+        signature = self._key.sign(_head_message(seq, digest))
+        tx.execute(
+            "INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?, ?)", (seq, digest, signature)
+        )
         return AuditEvent(
             seq, stamp, collaboration, actor_org, actor_role, action, visible, details, prev, digest
         )

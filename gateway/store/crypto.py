@@ -61,6 +61,15 @@ class Keyring:
     def open(self, wrapped_key: bytes, blob: bytes, aad: bytes) -> bytes:
         return _decrypt(self.unwrap(wrapped_key, aad), blob, aad)
 
+    @property
+    def key_id(self) -> str:
+        """A public name for the master key, for logs and audit events: 8 hex digits.
+
+        It is ``HMAC-SHA256(master key, "insight-gateway/key-id")`` cut to 32 bits, a key
+        check value: it tells two keys apart and reveals nothing usable about either.
+        """
+        return hmac.new(self._master, b"insight-gateway/key-id", hashlib.sha256).hexdigest()[:8]
+
 
 def token_secret_aad(collab_id: str) -> bytes:
     """Associated data of a collaboration's wrapped tokenisation secret."""
