@@ -37,7 +37,12 @@ STATUS: dict[type[e.GatewayError], int] = {
     e.BudgetExceeded: 429,
 }
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "invalid_request"}
+_HTTP_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
 
 
 def status_for(exc: e.GatewayError) -> int:

@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Message
 
 from gateway.api import models as m
 from gateway.api.errors import field_path
@@ -48,9 +51,46 @@ _REFUSALS = {
     "that does not validate (`invalid_dataset`, `invalid_policy`)",
     429: "over the privacy budget (`budget_exceeded`)",
 }
+MAX_JSON_BODY = 4 * 1024**2
+
+
+class BoundedJsonRoute(APIRoute):
+    """A route whose JSON body is refused (413) past :data:`MAX_JSON_BODY` bytes.
+
+    FastAPI reads and parses a JSON body before any dependency runs, so without a bound anyone,
+    even without a key, could make the gateway buffer an arbitrarily large body. Routes that
+    read their own body (uploads, policies, decisions) keep their own, earlier limits.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def bounded(request: Request) -> Response:
+            too_large = f"body: larger than the limit of {MAX_JSON_BODY} bytes"
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_JSON_BODY:
+                raise PayloadTooLarge(too_large)
+            received = 0
+
+            async def receive() -> Message:
+                nonlocal received
+                message = await request.receive()
+                received += len(message.get("body", b""))
+                if received > MAX_JSON_BODY:
+                    raise HTTPException(413, too_large)  # FastAPI re-raises HTTP exceptions
+                return message
+
+            return await handler(Request(request.scope, receive))
+
+        return bounded
+
+
 # Any 4xx answer has the one error shape; each route also lists the refusals it can give.
 router = APIRouter(
     prefix="/v1",
+    route_class=BoundedJsonRoute,
     responses={
         "4XX": {"model": m.ErrorOut, "description": "a refusal: `{error: {code, message}}`"}
     },

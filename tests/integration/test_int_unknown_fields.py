@@ -273,3 +273,35 @@ def test_other_malformed_bodies_stay_400(
     ]:
         assert_error(api.post(path, key=key, json=body), 400, "invalid_request")
     assert state() == before
+
+
+def test_an_oversized_json_body_is_refused_before_it_is_buffered(
+    api: Any, demo_keys: dict[str, Any], state: Any, assert_error: Any
+) -> None:
+    """JSON bodies are bounded (4 MiB): refused whether the size is declared or streamed, with
+    or without a key, before FastAPI would buffer and parse them."""
+    filler = b'{"plan": {"from": "bigmart.loyalty", "where": [' + b'{"column": "r"},' * 300_000
+
+    async def chunks() -> Any:
+        for start in range(0, len(filler), 1024**2):
+            yield filler[start : start + 1024**2]
+
+    before = state()
+    for key in (None, demo_keys["acme"]["analyst"]):
+        for content in (filler, chunks()):
+            response = api.post(
+                f"{BASE}/queries",
+                key=key,
+                content=content,
+                headers={"Content-Type": "application/json"},
+            )
+            error = assert_error(response, 413, "payload_too_large")
+            assert error["message"] == "body: larger than the limit of 4194304 bytes"
+    response = api.post(
+        "/v1/orgs",
+        key=demo_keys["admin"],
+        content=filler,
+        headers={"Content-Type": "application/json"},
+    )
+    assert_error(response, 413, "payload_too_large")
+    assert state() == before
