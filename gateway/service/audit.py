@@ -25,8 +25,17 @@ def read_audit(
 
 
 def verify_audit(services: Services, principal: Principal, collab_id: str) -> dict[str, Any]:
-    """Check the whole hash chain and the signed head."""
+    """Check the whole hash chain and the signed head, and answer in the caller's terms.
+
+    The chain is one for the whole gateway, so its length and the position of a break would tell
+    a compliance officer how busy other organisations are. The answer therefore counts only the
+    events the caller may read, and ``first_bad`` is the first of those that the chain can no
+    longer vouch for (``null`` with ``ok: false`` when the break lies after all of them).
+    """
     require_role(principal, "compliance")
     member_collaboration(services, principal, collab_id)
-    ok, events, first_bad = services.audit.verify()
-    return {"ok": ok, "events": events, "first_bad": first_bad}
+    ok, _, first_bad = services.audit.verify()
+    visible, first_visible_bad = services.audit.visible_extent(
+        collab_id, principal.org, None if ok else first_bad
+    )
+    return {"ok": ok, "events": visible, "first_bad": first_visible_bad}

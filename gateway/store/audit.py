@@ -194,6 +194,20 @@ class AuditLog:
             for r in self.db.execute(sql, params)
         ]
 
+    def visible_extent(
+        self, collaboration: str, visible_to: str, from_seq: int | None
+    ) -> tuple[int, int | None]:
+        """How many of a collaboration's events one organisation may see, and the first of them
+        at or after ``from_seq`` (``None`` when ``from_seq`` is ``None`` or no such event)."""
+        row = self.db.one(
+            "SELECT count(*), min(seq) FILTER (WHERE seq >= ?) FROM audit_events"
+            " WHERE collaboration = ? AND list_contains(visible_to, ?)",
+            (from_seq if from_seq is not None else -1, collaboration, visible_to),
+        )
+        count = int(row[0]) if row else 0
+        first = row[1] if row and from_seq is not None else None
+        return count, None if first is None else int(first)
+
     def verify(self) -> tuple[bool, int, int | None]:
         """Check every link and the signed head. Returns ``(ok, events, first_bad_seq)``."""
         result = self.check()

@@ -138,14 +138,39 @@ def test_api_verify_detects_tampering(
     for org in ("acme", "bigmart"):
         assert _verify(api, demo_keys[org]["compliance"]) == {
             "ok": True,
-            "events": total,
+            "events": _visible(run, org),
             "first_bad": None,
         }
     tamper(run, total)
-    events, first_bad = expected(total)
+    _, first_bad = expected(total)
+    assert services.audit.verify()[2] == first_bad, case
     for org in ("acme", "bigmart"):
         verdict = _verify(api, demo_keys[org]["compliance"])
-        assert verdict == {"ok": False, "events": events, "first_bad": first_bad}, case
+        # The answer is in the caller's terms: its own events, and the first of them the broken
+        # chain can no longer vouch for (the gateway-wide length and position stay private).
+        assert verdict == {
+            "ok": False,
+            "events": _visible(run, org),
+            "first_bad": _first_visible_from(run, org, first_bad),
+        }, case
+
+
+def _visible(run: Run, org: str) -> int:
+    rows = run(
+        "SELECT count(*) FROM audit_events"
+        " WHERE collaboration = ? AND list_contains(visible_to, ?)",
+        (DEMO, org),
+    )
+    return int(rows[0][0])
+
+
+def _first_visible_from(run: Run, org: str, seq: int) -> int | None:
+    rows = run(
+        "SELECT min(seq) FROM audit_events"
+        " WHERE collaboration = ? AND list_contains(visible_to, ?) AND seq >= ?",
+        (DEMO, org, seq),
+    )
+    return None if rows[0][0] is None else int(rows[0][0])
 
 
 def test_check_names_the_reason(services: Services, demo_keys: dict[str, Any]) -> None:
@@ -169,7 +194,12 @@ def test_appending_to_an_intact_chain_keeps_it_verifiable(
         )
         assert answer.status_code == 200, answer.text
     verdict = _verify(api, demo_keys["acme"]["compliance"])
-    assert verdict == {"ok": True, "events": before + 2, "first_bad": None}
+    assert verdict == {
+        "ok": True,
+        "events": _visible(services.db.execute, "acme"),
+        "first_bad": None,
+    }
+    assert _count(services.db.execute) == before + 2
 
 
 def test_verify_needs_a_compliance_key_of_a_member(

@@ -152,7 +152,9 @@ def test_rotation_appends_signed_events_with_counts_and_fingerprints_only(
             assert len(seen) == 1 and seen[0]["details"] == per_collab[DEMO]
             assert seen[0]["actor"] == {"org": None, "role": None}
             verdict = get(reopened, f"/v1/collaborations/{DEMO}/audit/verify", compliance)
-            assert verdict.json() == {"ok": True, "events": events_before + 3, "first_bad": None}
+            assert verdict.json()["ok"] is True and verdict.json()["first_bad"] is None
+            seen_all = get(reopened, f"/v1/collaborations/{DEMO}/audit", compliance).json()
+            assert verdict.json()["events"] == len(seen_all["events"])
         other = get(reopened, f"/v1/collaborations/{OTHER}/audit", demo_keys["acme"]["compliance"])
         assert [e["details"] for e in other.json()["events"] if e["action"] == ROTATED] == [
             per_collab[OTHER]
