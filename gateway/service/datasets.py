@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -26,6 +27,7 @@ from gateway.domain.model import DatasetVersion, Principal, dataset_key_aad
 from gateway.service.access import active_policy, member_collaboration, require_role
 from gateway.service.context import Services, record
 from gateway.service.ingest import BatchCheck, Ingested, format_of, ingest
+from gateway.service.ingest_aggregate import check_aggregate_rows
 from gateway.store.spool import UploadSpool
 
 _upload_locks: dict[tuple[str, str, str], threading.Lock] = {}
@@ -71,11 +73,13 @@ async def receive_upload(
     content_type: str | None,
     content_length: str | None,
     body: AsyncIterable[bytes],
+    *,
+    checks: Sequence[BatchCheck] = (),
 ) -> dict[str, Any]:
     """Receive a streamed upload body into a sealed spool, then store it (``upload_dataset``).
 
     Who may upload is checked first, so a refused caller never gets a byte spooled; the spool
-    is removed on every path, success or failure.
+    is removed on every path, success or failure. This is what the upload route calls.
 
     Raises:
         UnsupportedMediaType: ``content_type`` is not Parquet, CSV or an Arrow stream.
@@ -97,7 +101,13 @@ async def receive_upload(
         if spool.size == 0:
             raise InvalidRequest("body: the upload is empty")
         result: dict[str, Any] = await to_thread.run_sync(
-            upload_dataset, services, principal, collab_id, name, spool, fmt
+            partial(upload_dataset, checks=checks),
+            services,
+            principal,
+            collab_id,
+            name,
+            spool,
+            fmt,
         )
         return result
 
@@ -205,8 +215,8 @@ def upload_dataset(
             raise PolicyViolation(  # an unknown name is not echoed: it may be data
                 "datasets", "name: the dataset is not described by the active policy"
             )
-        if ds_policy.kind != "customer":
-            raise InvalidRequest(f"dataset {dataset_id!r}: aggregate uploads are not supported yet")
+        if ds_policy.is_aggregate:  # every row checked against its owner's declarations
+            checks = (*checks, check_aggregate_rows)
         dv, dropped_columns = _ingest_version(
             services, principal, collab_id, dataset_id, ds_policy, spooled, fmt, checks
         )
