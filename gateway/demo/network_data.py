@@ -94,27 +94,28 @@ def generate_network_tables(
 
 def _store_weeks(rng: np.random.Generator, retailer: _Retailer) -> pa.Table:
     size = rng.gamma(6.0, 1.0 / 6.0, len(retailer.stores))  # store size around 1
-    store_ids, regions, weeks, counts = [], [], [], []
-    for (store_id, region), scale in zip(retailer.stores, size, strict=True):
-        season = 1.0 + 0.15 * np.sin(np.arange(WEEKS) / WEEKS * 2 * np.pi)
+    season = 1.0 + 0.15 * np.sin(np.arange(WEEKS) / WEEKS * 2 * np.pi)
+    store_ids: list[str] = []
+    regions: list[int] = []
+    weeks: list[int] = []
+    counts: list[int] = []
+    for (store_id, store_region), scale in zip(retailer.stores, size, strict=True):
         customers = rng.poisson(retailer.weekly_customers * scale * season)
         for week, n in enumerate(customers, start=1):
             if n >= _MIN_ROW_COUNT:
                 store_ids.append(store_id)
-                regions.append(region)
+                regions.append(store_region)
                 weeks.append(week)
                 counts.append(int(n))
     count = np.array(counts, dtype=np.int64)
-    region = np.array(regions, dtype=np.int64)
     # One draw per customer behind each row, summed per row: rows are true aggregates.
-    owner_row = np.repeat(np.arange(len(count)), count)
-    median = retailer.basket * _REGION_SPEND[region[owner_row]]
-    spend = np.minimum(median * np.exp(0.55 * rng.standard_normal(len(owner_row))), _SPEND_CAP)
-    spend = np.round(spend, 2)
-    promoter = rng.random(len(owner_row)) < retailer.promoter_rate
-    starts = np.concatenate(([0], np.cumsum(count)[:-1])) if len(count) else np.array([], int)
-    row_spend = np.add.reduceat(spend, starts) if len(count) else np.array([])
-    row_promoters = np.add.reduceat(promoter.astype(np.int64), starts) if len(count) else []
+    row_of_customer = np.repeat(np.arange(len(count)), count)
+    median = retailer.basket * _REGION_SPEND[np.array(regions, dtype=np.int64)[row_of_customer]]
+    spend = np.minimum(median * np.exp(0.55 * rng.standard_normal(len(median))), _SPEND_CAP)
+    promoter = (rng.random(len(median)) < retailer.promoter_rate).astype(np.int64)
+    starts = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(count)[:-1]))
+    row_spend = np.add.reduceat(np.round(spend, 2), starts)
+    row_promoters = np.add.reduceat(promoter, starts)
     return pa.table(
         {
             "region": pa.array([REGIONS[r] for r in regions], type=pa.string()),

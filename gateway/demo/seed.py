@@ -1,4 +1,9 @@
-"""Seed the demo collaboration once: ACME (brand) and BigMart (retailer), keys, policy, data.
+"""Seed the demo once: two collaborations, their organisations, keys, policies and data.
+
+* ``acme-bigmart-cx``: ACME (brand) and BigMart (retailer) share customer-level tables.
+* ``acme-retail-network``: ACME and two retailers, BigMart and ShopCo; the retailers share
+  weekly store aggregates (``kind: aggregate``) stacked into a benchmark network, ACME an NPS
+  survey (``policies/acme-retail-network.yaml``).
 
 Everything goes through the same use cases a real operator, compliance officer and contributor
 would call, so the demo exercises tokenisation, validation, encryption and auditing for real.
@@ -13,22 +18,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gateway.config import ConfigurationError
 from gateway.demo.data import generate_demo_tables
+from gateway.demo.network_data import generate_network_tables
 from gateway.domain.model import Principal
 from gateway.service import admin, datasets, policies
 from gateway.service.context import Services
 
 COLLABORATION = "acme-bigmart-cx"
 POLICY_FILE = Path(__file__).with_name("policy.yaml")
+NETWORK_COLLABORATION = "acme-retail-network"
+NETWORK_POLICY_FILE = Path(__file__).with_name("network-policy.yaml")
 ROLES = ("analyst", "compliance", "contributor")
 ORGS = (
     ("operator", "Gateway operator", "operator"),
     ("acme", "ACME Brands", "brand"),
     ("bigmart", "BigMart Retail", "retailer"),
 )
+NETWORK_ORGS = (("shopco", "ShopCo Stores", "retailer"),)
 
 
 def keys_path(services: Services) -> Path:
@@ -68,6 +78,9 @@ def seed_demo(
             )
         keys: dict[str, Any] = json.loads(path.read_text())
         progress(f"demo: reusing the seeded state in {services.settings.data_dir}")
+        if services.catalog.collaboration(NETWORK_COLLABORATION) is None:  # seeded before it
+            _seed_network(services, keys, customers, progress)
+            _write_keys(path, keys)
         return keys
 
     progress("demo: creating organisations and keys")
@@ -107,21 +120,71 @@ def seed_demo(
         ("acme", "survey", tables.survey),
     ):
         progress(f"demo: uploading {org_id}.{name} (tokenise, validate, encrypt)")
-        body = io.BytesIO()
-        pq.write_table(table, body)
-        with datasets.open_spool(services) as spool:  # sealed, as a real upload is
-            spool.write(body.getbuffer())
-            datasets.upload_dataset(
-                services,
-                _principal(services, keys[org_id]["contributor"]),
-                COLLABORATION,
-                name,
-                spool,
-                "parquet",
-            )
+        _upload(services, keys[org_id]["contributor"], COLLABORATION, name, table)
+    _seed_network(services, keys, customers, progress)
     _write_keys(path, keys)
     progress(f"demo: keys written to {path}")
     return keys
+
+
+def _upload(services: Services, secret: str, collab_id: str, name: str, table: pa.Table) -> None:
+    body = io.BytesIO()
+    pq.write_table(table, body)
+    with datasets.open_spool(services) as spool:  # sealed, as a real upload is
+        spool.write(body.getbuffer())
+        datasets.upload_dataset(
+            services, _principal(services, secret), collab_id, name, spool, "parquet"
+        )
+
+
+def _seed_network(
+    services: Services, keys: dict[str, Any], customers: int, progress: Callable[[str], None]
+) -> None:
+    """The second collaboration: a retail network sharing weekly store aggregates.
+
+    Adds ShopCo's keys to ``keys``; ACME proposes the policy, BigMart and ShopCo approve it.
+    """
+    progress("demo: creating shopco and the acme-retail-network collaboration")
+    for org_id, name, kind in NETWORK_ORGS:
+        admin.create_org(services, None, org_id, name, kind)
+        keys[org_id] = {
+            role: admin.issue_key(services, None, org_id, role)["secret"] for role in ROLES
+        }
+    admin.create_collaboration(
+        services,
+        _principal(services, keys["admin"]),
+        NETWORK_COLLABORATION,
+        "ACME retail network benchmark",
+        ["acme", "bigmart", "shopco"],
+    )
+    proposal = policies.put_policy(
+        services,
+        _principal(services, keys["acme"]["compliance"]),
+        NETWORK_COLLABORATION,
+        NETWORK_POLICY_FILE.read_bytes(),
+        "application/yaml",
+    )
+    for org_id in ("bigmart", "shopco"):
+        policies.decide(
+            services,
+            _principal(services, keys[org_id]["compliance"]),
+            NETWORK_COLLABORATION,
+            proposal["version"],
+            "approved",
+        )
+    tables = generate_network_tables(survey_customers=max(2_000, customers // 40))
+    progress(
+        "demo: uploading bigmart.store_weeks, shopco.store_weeks (aggregates), acme.nps_survey"
+    )
+    for org_id, table in tables.store_weeks.items():
+        _upload(services, keys[org_id]["contributor"], NETWORK_COLLABORATION, "store_weeks", table)
+    _upload(
+        services,
+        keys["acme"]["contributor"],
+        NETWORK_COLLABORATION,
+        "nps_survey",
+        tables.nps_survey,
+    )
 
 
 FIRST_PLAN: dict[str, Any] = {

@@ -184,7 +184,8 @@ def _check_columns(names: list[str], policy: DatasetPolicy) -> None:
             f"column {unknown[0]} of the file is not described by the policy for {policy.id} "
             f"(path datasets.{policy.id}.columns)"
         )
-    required = [policy.customer_key, *(c for c, r in policy.columns.items() if r.use != "hidden")]
+    keys = [policy.customer_key] if policy.customer_key else []  # aggregate datasets have none
+    required = [*keys, *(c for c, r in policy.columns.items() if r.use != "hidden")]
     missing = [c for c in required if c not in names]
     if missing:
         raise InvalidDataset(f"column {missing[0]!r} is missing (policy dataset {policy.id})")
@@ -308,13 +309,14 @@ def ingest(
                     )
                 if batch.num_rows == 0:
                     continue
-                key = policy.customer_key
-                arrays = [_tokens(batch.column(key), tokenise, key)]
+                key = policy.customer_key  # empty for an aggregate dataset: no token column
+                arrays = [_tokens(batch.column(key), tokenise, key)] if key else []
                 arrays += [_conform_column(batch.column(c), policy.columns[c]) for c in kept]
-                stored = pa.RecordBatch.from_arrays(arrays, names=[TOKEN, *kept])
+                stored = pa.RecordBatch.from_arrays(arrays, names=[TOKEN, *kept] if key else kept)
                 for check in checks:
                     check(stored, policy)
-                per_customer.add(arrays[0])
+                if key:
+                    per_customer.add(arrays[0])
                 behind.put(stored)
                 rows += stored.num_rows
                 schema = schema or {f.name: str(f.type) for f in stored.schema if f.name != TOKEN}
