@@ -65,10 +65,10 @@ def test_demo_keys_file_has_the_documented_shape_and_mode(
 ) -> None:
     path = gateway.data_dir / "demo-keys.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert set(keys) == {"admin", "acme", "bigmart"}
+    assert set(keys) == {"admin", "acme", "bigmart", "shopco"}  # shopco: acme-retail-network
     assert isinstance(keys["admin"], str) and keys["admin"]
     secrets = [keys["admin"]]
-    for org in ("acme", "bigmart"):
+    for org in ("acme", "bigmart", "shopco"):
         assert isinstance(keys[org], dict)
         assert set(keys[org]) == ROLES
         for role in ROLES:
@@ -82,7 +82,7 @@ def test_every_demo_key_authenticates_as_its_org_and_role(
 ) -> None:
     with GatewayClient(gateway.url, keys["admin"]) as gw:
         assert gw.me()["role"] == "admin"
-    for org in ("acme", "bigmart"):
+    for org in ("acme", "bigmart", "shopco"):
         for role in ROLES:
             with GatewayClient(gateway.url, keys[org][role]) as gw:
                 me = gw.me()
