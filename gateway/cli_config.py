@@ -117,6 +117,12 @@ def add_client_options(
             help=f"collaboration id (${ENV['collaboration']}; {DEFAULT_COLLABORATION})",
         )
     group.add_argument("--profile", default=None, help=f"config file profile (${ENV_PROFILE})")
+    group.add_argument(
+        "--retries",
+        type=_retries,
+        default=None,
+        help="retries of a request the gateway certainly did not act on (default 3)",
+    )
     if org is not None:
         group.add_argument(
             "--org",
@@ -137,6 +143,16 @@ def add_client_options(
     )
     p.add_argument("--json", action="store_true", help="print the gateway's JSON answer as is")
     p.set_defaults(demo_org=org, demo_role=role, key_org=None, key_role=None)
+
+
+def _retries(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return value
 
 
 def config_path(environ: Mapping[str, str]) -> tuple[Path, bool]:
@@ -274,10 +290,12 @@ def resolve(
 def open_client(args: argparse.Namespace) -> Any:
     """A :class:`clients.GatewayClient` for the resolved URL and key (a context manager)."""
     from clients import GatewayClient
+    from clients.retry import RetryPolicy
 
     config = resolve(args)
     args.collaboration = config.collaboration.value
-    return GatewayClient(str(config.url.value), config.api_key)
+    retry = None if args.retries is None else RetryPolicy(max_retries=args.retries)
+    return GatewayClient(str(config.url.value), config.api_key, retry=retry)
 
 
 def secret_from_environment(name: str, environ: Mapping[str, str] | None = None) -> bytes:

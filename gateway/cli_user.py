@@ -232,24 +232,30 @@ def query_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def send_query(gw: Any, collaboration: str, body: dict[str, Any], *, explain: bool) -> Any:
-    """POST the body to ``…/queries`` (or ``…/explain``) through the SDK; the JSON answer."""
-    if "epsilon" in body and set(body) <= {"plan", "sql", "epsilon"}:
-        method = gw.explain if explain else gw.query
-        result = method(
-            collaboration, plan=body.get("plan"), sql=body.get("sql"), epsilon=body["epsilon"]
+    """POST the body to ``…/queries`` (or ``…/explain``) through the SDK; the JSON answer.
+
+    Raises:
+        CommandError: A field the API does not define, or a value the SDK refuses before
+            sending (exit 7); nothing was sent.
+    """
+    unknown = sorted(set(body) - _REQUEST_FIELDS)
+    if unknown:
+        raise CommandError(
+            f"{unknown[0]}: unknown field (allowed: {', '.join(sorted(_REQUEST_FIELDS))})",
+            ExitCode.INVALID_INPUT,
         )
-        return result.raw
-    # The SDK's query() takes only ε so far; accuracy targets (and any field the gateway may
-    # add) go through the SDK's own request table, so errors and headers stay the same.
-    from urllib.parse import quote
-
-    from clients import _api
-
-    path = f"/v1/collaborations/{quote(collaboration, safe='')}/queries"
-    operation = _api.Operation(
-        "POST", path + ("/explain" if explain else ""), _api.json_object, json=body
-    )
-    return gw._run(operation)
+    method = gw.explain if explain else gw.query
+    try:
+        result = method(
+            collaboration,
+            plan=body.get("plan"),
+            sql=body.get("sql"),
+            epsilon=body.get("epsilon"),
+            accuracy=body.get("accuracy"),
+        )
+    except (ValueError, TypeError) as exc:
+        raise CommandError(f"not sent: {exc}", ExitCode.INVALID_INPUT) from None
+    return result.raw
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -338,7 +344,9 @@ def _add_query_input(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--file", "-f", type=Path, default=None, help="read SQL from a file (- is stdin)"
     )
-    p.add_argument("--plan", type=Path, default=None, help="a JSON plan (or whole request) file")
+    p.add_argument(
+        "--plan", type=Path, default=None, help="a JSON plan (or whole request) file (- is stdin)"
+    )
     spend = p.add_mutually_exclusive_group()
     spend.add_argument("--epsilon", "-e", type=_positive_float, default=None, help="ε to spend")
     spend.add_argument(

@@ -120,7 +120,7 @@ def test_unreachable_gateway_gets_a_clean_error(run_cli: RunCli, keys: dict[str,
     url = "http://127.0.0.1:1"  # nothing listens on port 1
     result = run_cli(
         "admin", "create-org", "dealer-z", "--name", "Dealer Z", "--kind", "partner",
-        "--url", url, "--key", keys["admin"],
+        "--url", url, "--key", keys["admin"], "--retries", "0",
     )  # fmt: skip
     assert result.returncode == 9  # unreachable
     assert "cannot reach the gateway" in result.stderr

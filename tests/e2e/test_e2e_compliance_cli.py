@@ -285,7 +285,15 @@ def test_errors_are_one_clean_line(
     assert "not_found (404)" in _one_line_error(unknown, 5)
     missing = run_cli("policy", "show", *remote, "--version", "999")
     assert "(404)" in _one_line_error(missing, 5)
-    down = run_cli("budget", "--url", "http://127.0.0.1:9", "--key", keys["acme"]["compliance"])
+    down = run_cli(
+        "budget",
+        "--url",
+        "http://127.0.0.1:9",
+        "--key",
+        keys["acme"]["compliance"],
+        "--retries",
+        "0",
+    )
     assert "cannot reach the gateway at http://127.0.0.1:9" in _one_line_error(down, 9)
     no_keys = run_cli("budget", "--url", remote[1], "--data-dir", str(tmp_path))
     assert "pass --key" in _one_line_error(no_keys, 2)

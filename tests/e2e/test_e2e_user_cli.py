@@ -308,7 +308,9 @@ def test_configuration_precedence_flag_env_file(cli: Cli, keys: dict[str, Any]) 
     # The resolved values are the ones used: the file's key, then the flags over a bad env.
     assert _whoami(cli, env=file) == "acme compliance"
     assert _whoami(cli, *flags[:4], env=env) == "acme analyst"
-    assert cli.raw("whoami", env=env).returncode == 9  # the environment's URL: nothing there
+    assert (
+        cli.raw("whoami", "--retries", "0", env=env).returncode == 9
+    )  # the environment's URL: nothing there
 
 
 # Failures: one exit code per kind, nothing spent --------------------------------------------
@@ -340,7 +342,18 @@ def test_each_failure_exits_with_its_code_and_spends_nothing(
     no_key = cli.raw("query", SQL, "-e", "0.1", "--url", cli.url)  # no demo-keys.json here
     assert no_key.returncode == 2 and "no API key" in no_key.stderr
 
-    down = cli.raw("query", SQL, "-e", "0.1", "--url", "http://127.0.0.1:9", "--key", "igw_x.y")
+    down = cli.raw(
+        "query",
+        SQL,
+        "-e",
+        "0.1",
+        "--url",
+        "http://127.0.0.1:9",
+        "--key",
+        "igw_x.y",
+        "--retries",
+        "0",
+    )
     assert down.returncode == 9 and "cannot reach the gateway at http://127.0.0.1:9" in down.stderr
 
     missing = cli.fails(2, "upload", str(cli.workdir / "nope.parquet"), "-d", "loyalty")

@@ -13,7 +13,7 @@ from rich.console import Console
 from gateway.cli import build_parser
 from gateway.cli_exit import CommandError, ExitCode
 from gateway.cli_release import cost_line, print_explanation, print_release
-from gateway.cli_user import query_body
+from gateway.cli_user import query_body, send_query
 
 RELEASE: dict[str, Any] = {
     "query_id": "q-123",
@@ -151,3 +151,10 @@ def test_query_input_mistakes_are_refused_before_anything_is_sent(tmp_path: Path
     assert refused("--plan", str(tmp_path / "bad.json"), "-e", "1").code == ExitCode.INVALID_INPUT
     (tmp_path / "list.json").write_text("[1, 2]")
     assert refused("--plan", str(tmp_path / "list.json"), "-e", "1").code == ExitCode.INVALID_INPUT
+
+
+def test_a_field_the_api_does_not_define_is_refused_before_sending() -> None:
+    with pytest.raises(CommandError) as refused:
+        send_query(None, "c", {"plan": {}, "epsilon": 1.0, "explain": True}, explain=False)
+    assert refused.value.code == ExitCode.INVALID_INPUT
+    assert "explain: unknown field" in str(refused.value)
