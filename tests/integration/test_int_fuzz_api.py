@@ -109,7 +109,7 @@ def _key_for(method: str, path: str, keys: dict[str, Any]) -> str:
     return str(keys["acme"]["analyst"])
 
 
-def _fuzz(operation: Any, key: str, checks: list[Any], statuses: Counter[int]) -> int:
+def _fuzz(operation: Any, key: str, checks: list[Any], statuses: Counter[str]) -> int:
     """Run generated requests against one operation with ``key``; returns how many ran."""
     demo_path = {k: v for k, v in DEMO_PATH.items() if f"{{{k}}}" in operation.path}
     strategy = st.one_of(
@@ -133,7 +133,7 @@ def _fuzz(operation: Any, key: str, checks: list[Any], statuses: Counter[int]) -
         headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
         case.headers = {**headers, "Authorization": f"Bearer {key}"}
         response = case.call_and_validate(checks=checks)
-        statuses[response.status_code // 100 * 100] += 1
+        statuses[f"{response.status_code // 100}xx"] += 1
 
     try:
         run()
@@ -151,7 +151,7 @@ def test_every_operation_survives_generated_requests(
     results: list[Any] = list(schema.get_all_operations())
     operations = [result.ok() for result in results]
     assert len(operations) >= 20
-    statuses: Counter[int] = Counter()
+    statuses: Counter[str] = Counter()
     cases = sum(
         _fuzz(
             operation,
@@ -161,10 +161,10 @@ def test_every_operation_survives_generated_requests(
         )
         for operation in operations
     )
-    assert statuses[500] == 0 and sum(strict.checked.values()) == sum(statuses.values())
+    assert statuses["5xx"] == 0 and sum(strict.checked.values()) == sum(statuses.values())
     print(
         f"fuzzed {len(operations)} operations with {cases} generated requests "
-        f"({dict(sorted(statuses.items()))} by status class), every answer conforming"
+        f"({', '.join(f'{n} {c}' for c, n in sorted(statuses.items()))}), every answer conforming"
     )
 
 
