@@ -316,10 +316,17 @@ def test_configuration_precedence_flag_env_file(cli: Cli, keys: dict[str, Any]) 
 # Failures: one exit code per kind, nothing spent --------------------------------------------
 
 
+def _loyalty_version(gateway: Any, keys: dict[str, Any]) -> int:
+    with GatewayClient(gateway.url, keys["bigmart"]["contributor"]) as gw:
+        listing = gw.datasets(C)
+    return next(int(d["version"]) for d in listing["datasets"] if d["id"] == "bigmart.loyalty")
+
+
 def test_each_failure_exits_with_its_code_and_spends_nothing(
-    cli: Cli, gateway: Any, keys: dict[str, Any]
+    cli: Cli, gateway: Any, keys: dict[str, Any], files: dict[str, Path]
 ) -> None:
     before = _spent(gateway, keys["acme"]["compliance"])
+    version = _loyalty_version(gateway, keys)
 
     bad_key = cli.fails(3, "query", SQL, "-e", "0.1", "--key", "igw_0000.not-a-key", "--json")
     assert json.loads(bad_key.stdout)["error"]["code"] == "unauthenticated"
@@ -336,6 +343,9 @@ def test_each_failure_exits_with_its_code_and_spends_nothing(
 
     bad_sql = cli.fails(7, "query", "SELECT FROM WHERE", "-e", "0.1")
     assert "invalid_request (400)" in bad_sql.stderr
+    wrong_file = cli("upload", str(files["survey"]), "-d", "loyalty", "--org", "bigmart")
+    assert wrong_file.returncode == 7, wrong_file.stderr
+    assert wrong_file.stderr.splitlines()[-1].startswith("error: invalid_dataset (422): column")
 
     no_epsilon = cli.fails(2, "query", SQL)
     assert "--epsilon" in no_epsilon.stderr
@@ -365,6 +375,7 @@ def test_each_failure_exits_with_its_code_and_spends_nothing(
     assert "UNSET_SECRET_VARIABLE (--secret-env) is not set" in no_secret.stderr
 
     assert _spent(gateway, keys["acme"]["compliance"]) == before
+    assert _loyalty_version(gateway, keys) == version  # the refused upload stored nothing
 
 
 def test_over_budget_exits_6_and_spends_nothing(
