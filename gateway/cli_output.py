@@ -1,4 +1,7 @@
-"""How the compliance commands print: rich tables, coloured diffs, one-line audit summaries.
+"""How ``insightgw`` prints for people: rich tables, coloured diffs, one-line audit summaries.
+
+Releases and explanations have their own layout in :mod:`gateway.cli_release`; ``--json``
+output bypasses this module (and rich) altogether.
 
 Rich interprets ``[...]`` as markup, and policies are full of YAML lists, so markup and
 highlighting are off: every cell is plain text, styled only where this module says so. Piped
