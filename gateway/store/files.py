@@ -35,7 +35,9 @@ from gateway.store.sealed import HEADER_BYTES, SealedWriter, is_sealed, open_sea
 
 ROW_GROUP_ROWS = 1 << 20
 """Rows per Parquet row group: what the readers parallelise over."""
-COMPRESSION = "zstd"
+COMPRESSION = "lz4"
+"""LZ4 rather than zstd: files about 30% larger, written faster and read 2-4x faster (the
+query engine decrypts and decodes a version on every cold start)."""
 
 
 class DatasetWriter:
@@ -79,7 +81,7 @@ class DatasetWriter:
         table = pa.Table.from_batches(self._pending)
         self._pending, self._pending_rows = [], 0
         if self._parquet is None:
-            self._parquet = pq.ParquetWriter(self._sealed, table.schema, compression=COMPRESSION)
+            self._parquet = _parquet_writer(self._sealed, table.schema)
         self._parquet.write_table(table, row_group_size=max(table.num_rows, 1))
 
     def commit(self) -> bytes:
@@ -115,6 +117,16 @@ class DatasetWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.abort()
+
+
+def _parquet_writer(sink: SealedWriter, schema: pa.Schema) -> pq.ParquetWriter:
+    """Dictionary-encode text columns only (dimensions: few distinct values); skip statistics
+    for binary columns (tokens: random, unique, never filtered on)."""
+    text = [f.name for f in schema if pa.types.is_string(f.type)]
+    stats = [f.name for f in schema if not pa.types.is_fixed_size_binary(f.type)]
+    return pq.ParquetWriter(
+        sink, schema, compression=COMPRESSION, use_dictionary=text, write_statistics=stats
+    )
 
 
 class DatasetFiles:
