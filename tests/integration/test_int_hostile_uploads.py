@@ -9,6 +9,7 @@ line and peak-memory figures are in ``bench/hostile_uploads.py``.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from gateway.service.ingest import MAX_EXPANSION
 
 DEMO = "acme-bigmart-cx"
 PARQUET = "application/vnd.apache.parquet"
@@ -209,5 +212,22 @@ def test_a_body_over_the_limit_is_413(
     before = snapshot()
     response = upload("bigmart", "loyalty", b"a" * (2 << 20), CSV)
     assert_error(response, 413, "payload_too_large")
+    assert snapshot() == before
+    still_healthy()
+
+
+def test_a_bomb_under_max_decoded_bytes_is_refused_by_its_expansion_ratio(
+    upload: Any, snapshot: Any, assert_error: Any, still_healthy: Callable[[], None]
+) -> None:
+    """Default settings (8 GiB): a file decoding to ~1.2 GB, thousands of times its size, is
+    refused at MAX_EXPANSION times its size instead of being tokenised in full."""
+    body = parquet_bomb(5_000_000)
+    assert len(body) * MAX_EXPANSION < 1.2e9
+    before = snapshot()
+    started = time.monotonic()
+    response = upload("bigmart", "loyalty", body, PARQUET)
+    error = assert_error(response, 422, "invalid_dataset")
+    assert "expands to more than" in error["message"]
+    assert time.monotonic() - started < 30  # a few batches, not 5,000,000 tokens
     assert snapshot() == before
     still_healthy()
