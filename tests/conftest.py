@@ -22,6 +22,17 @@ from gateway.service.context import Services, open_services
 DEMO = "acme-bigmart-cx"
 
 
+@pytest.fixture(autouse=True)
+def _no_user_configuration(tmp_path_factory: pytest.TempPathFactory, monkeypatch: Any) -> None:
+    """A developer's own ``INSIGHTGW_*`` settings or config file never reach a test."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("INSIGHTGW_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "xdg-config"))
+
+
 class Api:
     """Synchronous calls into the real ASGI app; ``key`` sets the bearer token."""
 
