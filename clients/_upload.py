@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 PARQUET = "application/vnd.apache.parquet"
 CSV = "text/csv"
@@ -68,6 +67,9 @@ def prepare_upload(source: UploadSource, content_type: str | None = None) -> Upl
             contradicts a table source (which is always sent as Parquet).
         TypeError: The source is none of the accepted kinds.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if not path.is_file():

@@ -17,10 +17,9 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 __all__ = ["MIN_SECRET_BYTES", "pseudonymise_keys", "pseudonymise_table"]
 
@@ -96,6 +95,8 @@ def pseudonymise_table(
         >>> pseudonymise_table(t, "customer_key", b"0123456789abcdef").column_names
         ['customer_key', 'spend']
     """
+    import pyarrow as pa
+
     _check_secret(secret)
     pandas = sys.modules.get("pandas")
     if pandas is not None and isinstance(table, pandas.DataFrame):

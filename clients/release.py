@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
     from matplotlib.axes import Axes
 
 __all__ = ["Explanation", "Release"]
@@ -142,6 +141,8 @@ class Release:
             >>> release.to_arrow().column_names  # doctest: +SKIP
             ['region', 'customers', 'customers_ci95_low', 'customers_ci95_high', 'suppressed']
         """
+        import pyarrow as pa
+
         names: list[str] = []
         arrays: list[pa.Array] = []
         for column in self.group_by:
@@ -211,6 +212,8 @@ class Release:
 
 
 def _scalar_columns(cells: list[Any]) -> list[tuple[str, pa.Array]]:
+    import pyarrow as pa
+
     values, lows, highs = [], [], []
     for cell in cells:
         value, low, high = _cell(cell)
@@ -228,6 +231,8 @@ def _scalar_columns(cells: list[Any]) -> list[tuple[str, pa.Array]]:
 
 
 def _histogram_columns(cells: list[Any]) -> list[tuple[str, pa.Array]]:
+    import pyarrow as pa
+
     values: list[list[float] | None] = []
     lows: list[list[float | None] | None] = []
     highs: list[list[float | None] | None] = []
@@ -257,6 +262,8 @@ def _histogram_columns(cells: list[Any]) -> list[tuple[str, pa.Array]]:
 
 
 def _rank_errors(cells: list[Any]) -> pa.Array:
+    import pyarrow as pa
+
     errors = [
         _float_or_none(cell.get("rank_error95")) if isinstance(cell, Mapping) else None
         for cell in cells
