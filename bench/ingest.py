@@ -21,6 +21,9 @@ information and the load average before and after, goes to ``bench/results/inges
 Usage:
     python bench/ingest.py [--rows 10000000] [--modes inproc,http] [--profile out.html]
     python bench/ingest.py --rows 1000000 --modes inproc --no-record   # a quick look
+    INGEST_BENCH_TREE=/path/to/older/checkout python bench/ingest.py --note before
+        # the same measurement of another source tree (e.g. ``git archive`` of an older
+        # commit): how the "before" figures in bench/README.md were taken
 """
 
 from __future__ import annotations
@@ -41,10 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(os.environ.get("INGEST_BENCH_TREE", Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(ROOT))
+RESULTS = Path(__file__).resolve().parent / "results" / "ingest.jsonl"
 
-RESULTS = ROOT / "bench" / "results" / "ingest.jsonl"
 COLLABORATION = "acme-bigmart-cx"
 SEED_CUSTOMERS = 1_000
 BLOCK = 1_000_000
@@ -91,6 +94,7 @@ def machine() -> dict[str, Any]:
         "duckdb": duckdb.__version__,
         "cryptography": cryptography.__version__,
         "commit": commit,
+        "tree": str(ROOT),
     }
 
 
@@ -186,13 +190,27 @@ def run_inproc(source: Path, data_dir: Path, profile: Path | None) -> dict[str, 
         profiler.start()
     cpu_start = time.process_time()
     start = time.perf_counter()
-    with datasets.open_spool(services) as spool, source.open("rb") as body:
-        while chunk := body.read(READ_BYTES):
-            spool.write(chunk)
+    if hasattr(datasets, "open_spool"):
+        with datasets.open_spool(services) as spool, source.open("rb") as body:
+            while chunk := body.read(READ_BYTES):
+                spool.write(chunk)
+            spooled = time.perf_counter()
+            answer = datasets.upload_dataset(
+                services, principal, COLLABORATION, "loyalty", spool, "parquet"
+            )
+    else:  # a tree from before the sealed spool: a plaintext spool file, as its route did
+        plain = services.settings.upload_tmp_dir / "bench.upload"
+        plain.parent.mkdir(parents=True, exist_ok=True)
+        with plain.open("wb") as out, source.open("rb") as body:
+            while chunk := body.read(READ_BYTES):
+                out.write(chunk)
         spooled = time.perf_counter()
-        answer = datasets.upload_dataset(
-            services, principal, COLLABORATION, "loyalty", spool, "parquet"
-        )
+        try:
+            answer = datasets.upload_dataset(
+                services, principal, COLLABORATION, "loyalty", plain, "parquet"
+            )
+        finally:
+            plain.unlink()
     seconds = time.perf_counter() - start
     if profiler is not None:
         profiler.stop()
