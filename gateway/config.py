@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     max_decoded_bytes: int = Field(default=8 * 1024**3, ge=1024)
     """Largest size an upload may expand to once decompressed and decoded (bomb guard)."""
     query_memory_limit: str = "4GB"
+    hot_cache_bytes: int = Field(default=4 * 1024**3, ge=0)
+    """Memory cap of the decrypted datasets kept hot for queries (in-memory DuckDB tables, never
+    written to disk; gateway/engine/hot.py). 0 keeps none: each query then loads its datasets
+    into a new DuckDB connection."""
     log_level: str = "info"
 
     @property

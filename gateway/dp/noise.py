@@ -18,6 +18,7 @@ from functools import cached_property
 from statistics import NormalDist
 from typing import Any
 
+import numpy as np
 import opendp.domains as dp_domains
 import opendp.measurements as dp_measurements
 import opendp.metrics as dp_metrics
@@ -97,10 +98,16 @@ class _IntegerNoise:
         return float(self._measurement_obj.map(self.sensitivity))
 
     def release(self, exact: Sequence[int]) -> list[int]:
-        """Add noise to every cell. Call only after the cost has been reserved."""
-        cells = [min(max(int(v), _I64[0]), _I64[1]) for v in exact]
-        if not cells:
+        """Add noise to every cell, in one OpenDP call. Call only after the cost is reserved.
+
+        The cells go to OpenDP as one int64 array (its numpy input path: no per-cell
+        conversion in Python); values beyond the int64 range are clamped to it first.
+        """
+        if not len(exact):
             return []
+        cells = np.fromiter(
+            (min(max(int(v), _I64[0]), _I64[1]) for v in exact), dtype=np.int64, count=len(exact)
+        )
         return [int(v) for v in self._measurement_obj(cells)]
 
 

@@ -14,13 +14,24 @@ interval would under-cover: the sum's Laplace noise usually dominates). A quanti
 point chosen by the exponential mechanism; its interval is not derived (``ci95`` is null) but
 ``rank_error95`` bounds, with 95% probability, how many rows its rank is from the best grid
 point's (which is ``q · n`` up to ties in the data).
+
+Speed: each statistic's noise is drawn for the whole vector of groups in one OpenDP call;
+quantile selections (one OpenDP call per group, about a microsecond per grid point) run on a
+small thread pool, since OpenDP's library calls release the interpreter lock, and so do the
+vectors of statistics with many cells (a thousand groups, say). Each call is the same
+mechanism on the same cells, whichever thread makes it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from gateway.domain.budget import QueryCost
 from gateway.domain.cells import ExactCells
@@ -196,18 +207,70 @@ def _groups(
     return keys, {"count": [kept[group_label(k)] for k in keys]}
 
 
+_SELECTION_THREADS = max(1, min(4, os.cpu_count() or 1))
+_PARALLEL_CELLS = 512  # below this, handing work to threads costs more than it saves
+_selection_pool: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _selection_pool
+    if _selection_pool is None:
+        _selection_pool = ThreadPoolExecutor(_SELECTION_THREADS, thread_name_prefix="quantile")
+    return _selection_pool
+
+
+def _quantile_choices(
+    checked: CheckedQuery,
+    noise: NoisePlan,
+    exact: ExactCells,
+    keys: list[GroupKey],
+    vectors: Mapping[str, Mapping[GroupKey, NDArray[np.int64]]],
+) -> dict[str, list[int]]:
+    """The chosen grid index of every quantile statistic for every released group."""
+    jobs = []
+    for stat in checked.statistics:
+        if stat.kind != "quantile":
+            continue
+        selector = noise.mechanisms[stat.key]
+        assert isinstance(selector, QuantileSelector)
+        dense = vectors.get(stat.key)
+        empty = np.zeros(stat.candidates, dtype=np.int64)
+        for key in keys:
+            counts: Mapping[int, int] | NDArray[np.int64]
+            if dense is not None:
+                counts = dense.get(key, empty)
+            else:
+                counts = exact.bins.get(stat.key, {}).get(key, {})
+            jobs.append((stat.key, selector, counts))
+    if not jobs:
+        return {}
+    if len(jobs) == 1:
+        picks = [jobs[0][1].select(jobs[0][2])]
+    else:
+        picks = list(_pool().map(lambda job: job[1].select(job[2]), jobs))
+    choices: dict[str, list[int]] = {}
+    for (stat_key, _, _), index in zip(jobs, picks, strict=True):
+        choices.setdefault(stat_key, []).append(index)
+    return choices
+
+
 def release_rows(
-    checked: CheckedQuery, noise: NoisePlan, exact: ExactCells
+    checked: CheckedQuery,
+    noise: NoisePlan,
+    exact: ExactCells,
+    vectors: Mapping[str, Mapping[GroupKey, NDArray[np.int64]]] | None = None,
 ) -> list[dict[str, Any]]:
     """Draw noise for every released group and format the release rows.
 
-    Groups absent from ``exact`` are empty (zeros). Exact values never leave this function: only
-    noisy values and intervals do. A public group whose *noisy* count is below
-    ``min_group_size`` is kept, flagged ``suppressed``, with null values; a private group under
-    the threshold is not released at all (and not counted).
+    Groups absent from ``exact`` are empty (zeros). ``vectors`` holds quantile bins as dense
+    vectors (the engine's fast path); otherwise they are read from ``exact.bins``. Exact values
+    never leave this function: only noisy values and intervals do. A public group whose
+    *noisy* count is below ``min_group_size`` is kept, flagged ``suppressed``, with null
+    values; a private group under the threshold is not released at all (and not counted).
     """
     keys, noisy = _groups(checked, noise, exact)
     histograms: dict[str, list[list[int]]] = {}
+    vector_jobs: list[tuple[Statistic, VectorMechanism, list[int]]] = []
     for stat in checked.statistics:
         if stat.key in noisy or stat.kind == "quantile":
             continue
@@ -217,12 +280,21 @@ def release_rows(
             width = len(stat.edges) - 1
             per_group = exact.bins.get(stat.key, {})
             cells = [per_group.get(k, {}).get(b, 0) for k in keys for b in range(width)]
-            flat = mech.release(cells)
+        else:
+            cells = [exact.scalars.get(k, {}).get(stat.key, 0) for k in keys]
+        vector_jobs.append((stat, mech, cells))
+    # One OpenDP call per statistic; statistics with many cells are drawn side by side.
+    if sum(len(cells) for _, _, cells in vector_jobs) >= _PARALLEL_CELLS:
+        released = list(_pool().map(lambda job: job[1].release(job[2]), vector_jobs))
+    else:
+        released = [mech.release(cells) for _, mech, cells in vector_jobs]
+    for (stat, _, _), flat in zip(vector_jobs, released, strict=True):
+        if stat.kind == "histogram":
+            width = len(stat.edges) - 1
             histograms[stat.key] = [flat[i * width : (i + 1) * width] for i in range(len(keys))]
         else:
-            noisy[stat.key] = mech.release(
-                [exact.scalars.get(k, {}).get(stat.key, 0) for k in keys]
-            )
+            noisy[stat.key] = flat
+    chosen = _quantile_choices(checked, noise, exact, keys, vectors or {})
 
     names = [g.name for g in checked.group_by]
     rows: list[dict[str, Any]] = []
@@ -236,7 +308,7 @@ def release_rows(
             rows.append(row)
             continue
         for out in checked.outputs:
-            row[out.alias] = _output_cell(checked, noise, exact, out, key, i, noisy, histograms)
+            row[out.alias] = _output_cell(checked, noise, out, i, noisy, histograms, chosen)
         rows.append(row)
     return rows
 
@@ -244,12 +316,11 @@ def release_rows(
 def _output_cell(
     checked: CheckedQuery,
     noise: NoisePlan,
-    exact: ExactCells,
     out: OutputColumn,
-    key: GroupKey,
     i: int,
     noisy: dict[str, list[int]],
     histograms: dict[str, list[list[int]]],
+    chosen: dict[str, list[int]],
 ) -> Any:
     if out.fn == "count":
         return _cell(noisy["count"][i], noise.laplace("count").halfwidth95, 1)
@@ -270,6 +341,5 @@ def _output_cell(
         }
     selector = noise.mechanisms[out.sum]
     assert isinstance(selector, QuantileSelector)
-    index = selector.select(exact.bins.get(out.sum, {}).get(key, {}))
-    value = (stat.lo + index * stat.step) / stat.scale
+    value = (stat.lo + chosen[out.sum][i] * stat.step) / stat.scale
     return {"value": round(value, 6), "ci95": None, "rank_error95": round(selector.rank_error95, 3)}

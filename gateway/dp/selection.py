@@ -26,6 +26,7 @@ import opendp.domains as dp_domains
 import opendp.measurements as dp_measurements
 import opendp.measures as dp_measures
 import opendp.metrics as dp_metrics
+from numpy.typing import NDArray
 
 from gateway.dp.noise import (
     discrete_gaussian_halfwidth,
@@ -34,10 +35,23 @@ from gateway.dp.noise import (
 )
 
 _SEARCH_STEPS = 200
+_NUDGES = 32
 
 
 def _smallest_scale(cost: Any, epsilon: float, start: float) -> float:
-    """Smallest noise scale (within 1e-9 relative) whose certified ε is at most ``epsilon``."""
+    """Smallest noise scale (within 1e-9 relative) whose certified ε is at most ``epsilon``.
+
+    ``start`` is the textbook scale; OpenDP's map, rounded outwards, usually certifies it or a
+    value a few ulps above, so that is tried first (two or three maps); otherwise bisection.
+    Either way the result's certified cost is at most ``epsilon`` (OpenDP's own map says so).
+    """
+    scale = start
+    for _ in range(_NUDGES):
+        if cost(scale) <= epsilon:
+            if cost(scale * (1 - 1e-9)) > epsilon:
+                return scale
+            break
+        scale = math.nextafter(scale, math.inf)
     lo, hi = start / 4, start * 4
     while cost(hi) > epsilon:
         hi *= 2
@@ -181,16 +195,26 @@ class QuantileSelector:
         most this many rows (the best point's rank is q·n up to ties in the data)."""
         return self.scale * math.log((self.candidates + 1) / 0.05) / self.b
 
-    def scores(self, bin_counts: Mapping[int, int]) -> list[int]:
-        """Exact integer scores of every grid point (numpy arithmetic on int64, no sampling)."""
-        counts = np.zeros(self.candidates + 1, dtype=np.int64)
-        for j, n in bin_counts.items():
-            counts[j + 1] += n  # rows in bin j are below every grid point after j
-        below = np.cumsum(counts)
-        total = int(sum(bin_counts.values()))
-        scores = np.abs((self.b - self.a) * below - self.a * (total - below))
-        return [int(v) for v in scores.tolist()]
+    def scores(self, bin_counts: Mapping[int, int] | NDArray[np.int64]) -> NDArray[np.int64]:
+        """Exact integer scores of every grid point (numpy arithmetic on int64, no sampling).
 
-    def select(self, bin_counts: Mapping[int, int]) -> int:
-        """Index of the chosen grid point (0 … candidates). Call after reserving."""
+        ``bin_counts`` maps bin ``j`` (rows between grid points ``j`` and ``j + 1``) to its row
+        count, or is the dense vector of all ``candidates`` bin counts.
+        """
+        counts = np.zeros(self.candidates + 1, dtype=np.int64)
+        if isinstance(bin_counts, np.ndarray):
+            counts[1 : len(bin_counts) + 1] = bin_counts  # bin j is below every grid point > j
+        else:
+            for j, n in bin_counts.items():
+                counts[j + 1] += n
+        below = np.cumsum(counts)
+        total = int(below[-1])
+        scores: NDArray[np.int64] = np.abs((self.b - self.a) * below - self.a * (total - below))
+        return scores
+
+    def select(self, bin_counts: Mapping[int, int] | NDArray[np.int64]) -> int:
+        """Index of the chosen grid point (0 … candidates). Call after reserving.
+
+        The scores go to OpenDP as one int64 array (its numpy input path).
+        """
         return int(self._measurement(self.scores(bin_counts)))

@@ -11,15 +11,21 @@ The SQL bounds each customer's contribution before anything is aggregated:
 * measures are clamped to the policy bounds, scaled to fixed point and rounded to integers, so
   sums are exact integer sums whose sensitivity the policy fixes.
 
-The bounded, joined rows are materialised once per query (in memory) as table ``j``; every
-statistic of the query reads that same table. Filter values and keys travel as bound
-parameters, never spliced into the text.
+Every statistic of a query must read the same bounded rows. When bounding draws random rows or
+groups, the bounded, joined rows are materialised once per query (in memory) as table ``j``;
+when the ingest statistics show that every bound already holds, the rows are a function of the
+data alone, and each statement reads ``j`` as a common table expression instead (nothing is
+materialised). Filter values and keys travel as bound parameters, never spliced into the text.
+
+Over the hot tables of :mod:`gateway.engine.hot` a measure's clamped fixed-point value is read
+from its precomputed column (the same integers the inline expression gives), and a centred sum
+is ``SUM(x) - mid · COUNT(x)``, the same integer as the sum of ``x - mid``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.domain.checker import (
     CheckedQuery,
@@ -28,6 +34,7 @@ from gateway.domain.checker import (
     ResolvedPredicate,
     Statistic,
 )
+from gateway.engine.hot import HotTable
 
 TOKEN = "_token"
 _PICK = "_gateway_pick"  # per-row random number that picks which rows a customer keeps
@@ -41,7 +48,11 @@ def quote(identifier: str) -> str:
 
 @dataclass(frozen=True)
 class CompiledQuery:
-    """``setup`` builds the bounded joined table; ``scalars`` and ``bins`` aggregate it."""
+    """``setup`` builds the bounded joined table; ``scalars`` and ``bins`` aggregate it.
+
+    When ``setup`` is empty, ``rows`` is the bounded rows' SELECT (taking ``params``) and every
+    statement reads it as the common table expression ``j`` (:meth:`statement`).
+    """
 
     setup: str
     params: tuple[object, ...]
@@ -50,6 +61,16 @@ class CompiledQuery:
     bins: Mapping[str, str]  # statistic key -> SQL returning (groups..., bin, count)
     group_columns: tuple[str, ...]
     tables: Mapping[str, str]  # dataset id -> SQL table name the runner must register
+    rows: str = ""
+    dense: Mapping[str, int] = field(default_factory=dict)
+    """Statistic key -> number of bins, for bins best returned as one dense vector per group
+    (quantile grids: up to 2^18 bins)."""
+
+    def statement(self, sql: str) -> tuple[str, list[object]]:
+        """``sql`` (reading ``j``) ready to run, with its parameters."""
+        if self.setup or not self.rows:
+            return sql, []
+        return f"WITH {JOINED} AS ({self.rows}) {sql}", list(self.params)
 
 
 def _predicate_sql(p: ResolvedPredicate, ref: object, params: list[object]) -> str:
@@ -91,8 +112,16 @@ def _bin_expression(col: str, stat: Statistic) -> str:
     return f"LEAST(({fixed} - {stat.lo}) // {stat.step}, {stat.candidates - 1})"
 
 
-def compile_query(checked: CheckedQuery, max_rows_seen: Mapping[str, int]) -> CompiledQuery:
-    """Compile ``checked`` to SQL; ``max_rows_seen`` is each dataset's ingest statistic."""
+def compile_query(
+    checked: CheckedQuery,
+    max_rows_seen: Mapping[str, int],
+    hot: Mapping[str, HotTable] | None = None,
+) -> CompiledQuery:
+    """Compile ``checked`` to SQL; ``max_rows_seen`` is each dataset's ingest statistic.
+
+    ``hot`` (dataset id -> hot table) lets the SQL read the hot tables' precomputed columns;
+    the result must then run on those tables (:func:`gateway.engine.runner.run_hot`).
+    """
     if checked.aggregate:  # aggregate rows: no customer key to bound (gateway/engine/aggregate.py)
         from gateway.engine.aggregate import compile_aggregate_query
 
@@ -135,16 +164,29 @@ def compile_query(checked: CheckedQuery, max_rows_seen: Mapping[str, int]) -> Co
             select.append(f"CASE {' '.join(whens)} ELSE {default} END AS {name}")
         group_names.append(name)
 
-    measures: dict[str, str] = {}
+    # A measure is read raw, or from a hot table's precomputed clamped fixed-point column.
+    measure_refs: dict[str, str] = {}  # SQL reference -> column name in ``j``
+    measured: dict[str, tuple[str, bool]] = {}  # statistic key -> (column in ``j``, fixed?)
     for stat in checked.statistics:
-        if stat.column is not None:
+        if stat.column is None:
+            continue
+        table = hot.get(stat.column.dataset) if hot else None
+        fixed = None
+        if table is not None and stat.kind in ("sum", "csum", "quantile"):
+            fixed = table.fixed_column(stat.column.name, stat.lo, stat.hi, stat.scale)
+        if fixed is not None:
+            if fixed not in needed[stat.column.dataset]:
+                needed[stat.column.dataset].append(fixed)
+            ref = f"{aliases[stat.column.dataset]}.{quote(fixed)}"
+        else:
             ref = use(stat.column)
-            measures.setdefault(f"{stat.column.dataset}.{stat.column.name}", ref)
-    measure_names = {key: f"m{i}" for i, key in enumerate(measures)}
-    select += [f"{ref} AS {measure_names[key]}" for key, ref in measures.items()]
+        name = measure_refs.setdefault(ref, f"m{len(measure_refs)}")
+        measured[stat.key] = (name, fixed is not None)
+    select += [f"{ref} AS {name}" for ref, name in measure_refs.items()]
 
     ctes = []
     joined_rows = 1
+    random_rows = False
     for ds in checked.datasets:
         cols = ", ".join([TOKEN, *(quote(c) for c in needed[ds.id])])
         bound = ds.max_rows_per_unit
@@ -158,6 +200,7 @@ def compile_query(checked: CheckedQuery, max_rows_seen: Mapping[str, int]) -> Co
             qualify = (
                 f" QUALIFY row_number() OVER (PARTITION BY {TOKEN} ORDER BY {_PICK}) <= {bound}"
             )
+            random_rows = True
         ctes.append(f"{aliases[ds.id]} AS (SELECT {cols} FROM {source}{qualify})")
 
     first = aliases[checked.datasets[0].id]
@@ -180,34 +223,53 @@ def compile_query(checked: CheckedQuery, max_rows_seen: Mapping[str, int]) -> Co
         )
         ctes.append(f"r AS ({rows})")
         rows = f"SELECT r.* FROM r JOIN ({picked}) p USING ({TOKEN}, {gs})"
-    setup = f"CREATE TEMP TABLE {JOINED} AS WITH {', '.join(ctes)} {rows}"
+        random_rows = True
+    bounded = f"WITH {', '.join(ctes)} {rows}"
+    # Random bounding must be drawn once for all statistics: materialise it. Otherwise the
+    # rows depend on the data alone and each statement may read them afresh.
+    setup = f"CREATE TEMP TABLE {JOINED} AS {bounded}" if random_rows else ""
 
     group_list = ", ".join(group_names)
     group_by = f" GROUP BY {group_list}" if group_names else ""
     scalar_select: list[str] = []
     scalar_keys: list[str] = []
     bins: dict[str, str] = {}
+    dense: dict[str, int] = {}
     for stat in checked.statistics:
         if stat.kind == "count":
             scalar_select.append("COUNT(*)")
         elif stat.kind in ("sum", "csum"):
-            assert stat.column is not None
-            m = measure_names[f"{stat.column.dataset}.{stat.column.name}"]
-            fixed = f"CAST(ROUND({_clamped(m, stat)} * {stat.scale}) AS BIGINT)"
-            if stat.kind == "csum":
-                fixed = f"({fixed} - {stat.mid})"
-            # An empty value of a nullable measure counts as 0 (GREATEST/LEAST would skip it);
-            # in a centred sum it counts as the centre.
-            value = f"CASE WHEN {m} IS NULL THEN 0 ELSE {fixed} END"
-            scalar_select.append(f"CAST(COALESCE(SUM({value}), 0) AS HUGEINT)")
+            m, is_fixed = measured[stat.key]
+            if is_fixed:
+                # Null stays null in the fixed column: SUM and COUNT skip it, as 0 (or the
+                # centre, in a centred sum) would add nothing below.
+                total = f"CAST(COALESCE(SUM({m}), 0) AS HUGEINT)"
+                if stat.kind == "csum":
+                    total = f"({total} - CAST({stat.mid} AS HUGEINT) * COUNT({m}))"
+                scalar_select.append(total)
+            else:
+                fixed_value = f"CAST(ROUND({_clamped(m, stat)} * {stat.scale}) AS BIGINT)"
+                if stat.kind == "csum":
+                    fixed_value = f"({fixed_value} - {stat.mid})"
+                # An empty value of a nullable measure counts as 0 (GREATEST/LEAST would skip
+                # it); in a centred sum it counts as the centre.
+                value = f"CASE WHEN {m} IS NULL THEN 0 ELSE {fixed_value} END"
+                scalar_select.append(f"CAST(COALESCE(SUM({value}), 0) AS HUGEINT)")
         else:
-            assert stat.column is not None
-            m = measure_names[f"{stat.column.dataset}.{stat.column.name}"]
+            m, is_fixed = measured[stat.key]
+            if is_fixed:
+                offset = f"{m} - {stat.lo}" if stat.lo else m
+                binned = f"({offset}) // {stat.step}" if stat.step > 1 else offset
+                expression = f"LEAST({binned}, {stat.candidates - 1})"
+            else:
+                expression = _bin_expression(m, stat)
             lead = f"{group_list}, " if group_names else ""
             bins[stat.key] = (
-                f"SELECT {lead}b, COUNT(*) FROM (SELECT {lead}{_bin_expression(m, stat)} AS b "
+                f"SELECT {lead}b, COUNT(*) FROM (SELECT {lead}{expression} AS b "
                 f"FROM {JOINED} WHERE {m} IS NOT NULL) WHERE b IS NOT NULL GROUP BY {lead}b"
             )
+            if stat.kind == "quantile":
+                dense[stat.key] = stat.candidates
             continue
         scalar_keys.append(stat.key)
     scalars = ""
@@ -221,4 +283,6 @@ def compile_query(checked: CheckedQuery, max_rows_seen: Mapping[str, int]) -> Co
         bins=bins,
         group_columns=tuple(group_names),
         tables=tables,
+        rows="" if setup else bounded,
+        dense=dense,
     )

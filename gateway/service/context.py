@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import (
 from gateway.config import Settings
 from gateway.domain.model import Principal
 from gateway.domain.policy import Policy
+from gateway.engine.hot import HotDatasets
 from gateway.store.audit import AuditLog
 from gateway.store.catalog import Catalog
 from gateway.store.crypto import Keyring, token_secret_aad
@@ -47,8 +48,11 @@ class Services:
     policy_cache: dict[tuple[str, int], Policy] = field(default_factory=dict)
     token_secrets: dict[str, bytes] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    hot: HotDatasets = field(default_factory=lambda: HotDatasets(capacity_bytes=0))
+    """Decrypted datasets kept in memory for queries (gateway/engine/hot.py)."""
 
     def close(self) -> None:
+        self.hot.close()
         self.db.close()
 
     def token_secret(self, collab_id: str) -> bytes:
@@ -113,4 +117,5 @@ def open_services(settings: Settings, clock: Callable[[], datetime] = utc_now) -
         files=DatasetFiles(settings.datasets_dir, keyring),
         keyring=keyring,
         clock=clock,
+        hot=HotDatasets(settings.hot_cache_bytes, query_memory_limit=settings.query_memory_limit),
     )

@@ -4,6 +4,12 @@
 the privacy argument: parse → check against the active policy → certify the cost → reserve it in
 the ledger (one transaction that refuses to overspend) → compute exact cells in DuckDB → draw
 OpenDP noise → store the release for replays → audit. Exact cells never leave this function.
+
+Exact cells come from the hot database (:mod:`gateway.engine.hot`): each dataset version is
+decrypted once and kept in memory as DuckDB tables, keyed by its version and by the layout the
+active policy gives it (bounded measures in fixed point), so neither a new upload nor a policy
+change that moves a bound can let a query read a stale table. What does not fit under
+``hot_cache_bytes`` runs on a per-query connection over the decrypted Arrow tables.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from gateway.domain.model import DatasetVersion, PolicyVersion, Principal
 from gateway.domain.plan import QueryRequest, parse_query_request
 from gateway.domain.policy import Policy
 from gateway.dp.accuracy import epsilon_for_accuracy
-from gateway.dp.release import expected_halfwidths, plan_noise, release_rows
+from gateway.dp.release import NoisePlan, expected_halfwidths, plan_noise, release_rows
 from gateway.engine.compiler import compile_query
-from gateway.engine.runner import run_exact
+from gateway.engine.hot import HotKey, layout_of
+from gateway.engine.runner import run_arrow, run_hot
 from gateway.service.access import active_policy, member_collaboration, require_role
 from gateway.service.budget import budget_entry
 from gateway.service.context import Services, record
@@ -46,10 +53,16 @@ def _check(request: QueryRequest, policy: Policy, org: str) -> CheckedQuery:
 
 
 def _prepare(
-    services: Services, principal: Principal, collab_id: str, body: object
+    services: Services,
+    principal: Principal,
+    collab_id: str,
+    body: object,
+    *,
+    admitted: bool = False,
 ) -> tuple[QueryRequest, PolicyVersion, Policy, list[str]]:
-    require_role(principal, "analyst")
-    member_collaboration(services, principal, collab_id)
+    if not admitted:  # run_query admits the caller first (outsiders leave no audit entries)
+        require_role(principal, "analyst")
+        member_collaboration(services, principal, collab_id)
     request = parse_query_request(body)
     version, policy = active_policy(services, collab_id)
     return request, version, policy, policy.datasets_behind(request.plan.datasets)
@@ -138,6 +151,44 @@ def _fingerprint(
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def _hot_key(dv: DatasetVersion, layout: object) -> HotKey:
+    digest = hashlib.sha256(repr(layout).encode()).hexdigest()[:16]
+    return (dv.collaboration, dv.dataset, str(dv.version), digest)
+
+
+def _noisy_rows(
+    services: Services,
+    collab_id: str,
+    checked: CheckedQuery,
+    noise: NoisePlan,
+    policy: Policy,
+    versions: dict[str, DatasetVersion],
+) -> list[dict[str, Any]]:
+    """Exact cells in DuckDB, then OpenDP noise: the released rows. Call after reserving."""
+    max_rows = {ds: dv.max_rows_per_customer for ds, dv in versions.items()}
+    if checked.parts:  # side by side: each part released on its own, rows merged
+        tables = {ds: services.files.read(dv) for ds, dv in versions.items()}
+        limit = services.settings.query_memory_limit
+        return release_side_by_side(checked, noise, tables, max_rows, limit)
+    services.hot.retain(collab_id, {ds: dv.version for ds, dv in versions.items()})
+    wanted = {}
+    for ds, dv in versions.items():
+        dataset_policy = policy.dataset(ds)
+        layout = layout_of(dataset_policy) if dataset_policy is not None else frozenset()
+        wanted[ds] = (_hot_key(dv, sorted(layout)), lambda dv=dv: services.files.read(dv), layout)
+    with services.hot.pin(wanted) as hot_tables:
+        if hot_tables is not None:
+            compiled = compile_query(checked, max_rows, hot_tables)
+            exact, vectors = run_hot(compiled, services.hot, hot_tables)
+        else:
+            tables = {ds: services.files.read(dv) for ds, dv in versions.items()}
+            limit = services.settings.query_memory_limit
+            exact, vectors = run_arrow(compile_query(checked, max_rows), tables, limit)
+    rows = release_rows(checked, noise, exact, vectors)
+    del exact, vectors
+    return rows
+
+
 def run_query(
     services: Services, principal: Principal, collab_id: str, body: object
 ) -> dict[str, Any]:
@@ -152,7 +203,9 @@ def run_query(
     request = version = policy = None
     datasets: list[str] = []
     try:
-        request, version, policy, datasets = _prepare(services, principal, collab_id, body)
+        request, version, policy, datasets = _prepare(
+            services, principal, collab_id, body, admitted=True
+        )
         checked = _check(request, policy, principal.org)
         versions = _dataset_versions(services, collab_id, checked)
         fingerprint = _fingerprint(request, checked.epsilon, version.version, versions)
@@ -218,17 +271,7 @@ def run_query(
 
     # ε is spent from here on: failures below never refund it.
     try:
-        tables = {ds: services.files.read(dv) for ds, dv in versions.items()}
-        max_rows = {ds: dv.max_rows_per_customer for ds, dv in versions.items()}
-        if checked.parts:  # side by side: each part released on its own, rows merged
-            limit = services.settings.query_memory_limit
-            rows = release_side_by_side(checked, noise, tables, max_rows, limit)
-        else:
-            exact = run_exact(
-                compile_query(checked, max_rows), tables, services.settings.query_memory_limit
-            )
-            rows = release_rows(checked, noise, exact)
-            del exact
+        rows = _noisy_rows(services, collab_id, checked, noise, policy, versions)
     except Exception as exc:
         _audit(
             services,
