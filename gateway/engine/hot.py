@@ -38,6 +38,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -75,7 +76,9 @@ class FixedPoint:
     def expression(self, ref: str) -> str:
         lo, hi = self.lo / self.scale, self.hi / self.scale
         clamped = f"LEAST(GREATEST(CAST({ref} AS DOUBLE), {lo!r}), {hi!r})"
-        return f"CAST(ROUND({clamped} * {self.scale}) AS {_int_type(self.lo, self.hi)})"
+        fixed = f"CAST(ROUND({clamped} * {self.scale}) AS {_int_type(self.lo, self.hi)})"
+        # GREATEST and LEAST skip a null argument: a null value must stay null, not the bound.
+        return f"CASE WHEN {ref} IS NULL THEN NULL ELSE {fixed} END"
 
 
 def _int_type(lo: int, hi: int) -> str:
@@ -138,7 +141,8 @@ class HotDatasets:
     threads: int | None = None
     _entries: OrderedDict[HotKey, _Entry] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _load_lock: threading.Lock = field(default_factory=threading.Lock)
+    _loading: dict[HotKey, threading.Lock] = field(default_factory=dict)
+    _reserved: int = 0
     _serial: Iterator[int] = field(default_factory=itertools.count)
     _db: duckdb.DuckDBPyConnection | None = None
 
@@ -183,7 +187,8 @@ class HotDatasets:
         with self._lock:
             return sum(e.table.nbytes for e in self._entries.values())
 
-    def keys(self) -> list[HotKey]:
+    def loaded_keys(self) -> list[HotKey]:
+        """The keys of the tables held, least recently used first."""
         with self._lock:
             return list(self._entries)
 
@@ -193,20 +198,40 @@ class HotDatasets:
     ) -> Iterator[dict[str, HotTable] | None]:
         """Hot tables for ``wanted`` (dataset id -> key, loader, layout), pinned while in use.
 
-        Loads what is missing (``loader`` returns the decrypted Arrow table). Yields None when
-        the datasets do not fit under the cap together: the caller then runs on a per-query
-        connection instead. Pinned tables are never dropped; a table superseded while pinned
-        is dropped when its last pin goes.
+        Loads what is missing, several datasets at once (``loader`` returns the decrypted Arrow
+        table). Yields None when the datasets do not fit under the cap together: the caller
+        then runs on a per-query connection instead. Pinned tables are never dropped; a table
+        superseded while pinned is dropped when its last pin goes.
         """
         pinned: list[HotKey] = []
         try:
             tables: dict[str, HotTable] = {}
+            missing = []
+            loaded: list[HotTable | None] = []
             for dataset_id, (key, load, layout) in wanted.items():
-                table = self._acquire(key, load, layout)
+                table = self._pin_loaded(key)
+                if table is None:
+                    missing.append((dataset_id, key, load, layout))
+                else:
+                    pinned.append(key)
+                    tables[dataset_id] = table
+            if len(missing) == 1:
+                dataset_id, key, load, layout = missing[0]
+                loaded = [self._acquire(key, load, layout)]
+            elif missing:
+                with ThreadPoolExecutor(len(missing), thread_name_prefix="hot-load") as pool:
+                    futures = [pool.submit(self._acquire, k, f, lay) for _, k, f, lay in missing]
+                    wait(futures)
+                for future, (_, key, _, _) in zip(futures, missing, strict=True):
+                    if future.exception() is None and future.result() is not None:
+                        pinned.append(key)  # released below even if a sibling failed
+                loaded = [future.result() for future in futures]  # raises a load's error
+            for (dataset_id, key, _, _), table in zip(missing, loaded, strict=True):
                 if table is None:
                     yield None
                     return
-                pinned.append(key)
+                if len(missing) == 1:
+                    pinned.append(key)
                 tables[dataset_id] = table
             yield tables
         finally:
@@ -223,29 +248,40 @@ class HotDatasets:
             dropped = self._sweep()
         self._drop(dropped)
 
+    def _pin_loaded(self, key: HotKey) -> HotTable | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.stale:
+                return None
+            entry.pins += 1
+            self._entries.move_to_end(key)
+            return entry.table
+
     def _acquire(
         self, key: HotKey, load: Callable[[], pa.Table], layout: frozenset[FixedPoint]
     ) -> HotTable | None:
+        """The pinned hot table of ``key``, loaded if needed; None when it cannot be kept."""
         if self.capacity_bytes <= 0:
             return None
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and not entry.stale:
-                entry.pins += 1
-                self._entries.move_to_end(key)
-                return entry.table
-        with self._load_lock:  # one load at a time: a second query for it waits, then finds it
-            with self._lock:
-                entry = self._entries.get(key)
-                if entry is not None and not entry.stale:
-                    entry.pins += 1
-                    self._entries.move_to_end(key)
-                    return entry.table
-            source = load()
-            if _estimate(source, layout) > self.capacity_bytes:
-                return None
-            self._make_room(_estimate(source, layout))
-            table = self._create(source, layout)
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # one load per key: a second query for it waits, then finds it loaded
+            table = self._pin_loaded(key)
+            if table is not None:
+                return table
+            try:
+                source = load()
+                size = _estimate(source, layout)
+                if not self._make_room(size):
+                    return None
+                try:
+                    table = self._create(source, layout)
+                finally:
+                    with self._lock:
+                        self._reserved -= size
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
             with self._lock:
                 for other_key, other in self._entries.items():
                     if other_key[:2] == key[:2]:
@@ -272,17 +308,28 @@ class HotDatasets:
                 del self._entries[key]
         return dropped
 
-    def _make_room(self, needed: int) -> None:
+    def _make_room(self, needed: int) -> bool:
+        """Reserve ``needed`` bytes, dropping least recently used unpinned tables if need be.
+
+        False (nothing reserved) when even that leaves too little room under the cap.
+        """
         with self._lock:
-            used = sum(e.table.nbytes for e in self._entries.values())
-            for entry in list(self._entries.values()):  # least recently used first
+            used = self._reserved + sum(e.table.nbytes for e in self._entries.values())
+            if needed > self.capacity_bytes:
+                return False
+            evictable = [e for e in self._entries.values() if e.pins <= 0 and not e.stale]
+            freeable = sum(e.table.nbytes for e in evictable)
+            if used - freeable + needed > self.capacity_bytes:
+                return False
+            for entry in evictable:  # least recently used first
                 if used + needed <= self.capacity_bytes:
                     break
-                if entry.pins <= 0:
-                    entry.stale = True
-                    used -= entry.table.nbytes
+                entry.stale = True
+                used -= entry.table.nbytes
+            self._reserved += needed
             dropped = self._sweep()
         self._drop(dropped)
+        return True
 
     def _drop(self, tables: list[HotTable]) -> None:
         if not tables or self._db is None:
