@@ -152,9 +152,10 @@ def _fixed(tokens: bytes, rows: int) -> pa.FixedSizeBinaryArray:
 class RowsPerCustomer:
     """The largest number of rows any one token has, over tokens given batch by batch.
 
-    Tokens are kept as pairs of 64-bit words (16 bytes a row). The common case, one row per
-    customer, is settled by sorting the first words once; only tokens whose first word repeats
-    are then counted exactly, on both words.
+    Tokens are kept as two 64-bit words each (16 bytes a row). The common case, one row per
+    customer, is settled by sorting the first words once, in place; only tokens whose first
+    word repeats are then counted exactly, on both words. Peak memory: the tokens plus one
+    copy of their first words.
     """
 
     def __init__(self) -> None:
@@ -170,12 +171,12 @@ class RowsPerCustomer:
         """The largest number of rows of one customer (0 when no token was added)."""
         if not self._words:
             return 0
-        words = np.concatenate(self._words)
-        self._words = []
-        first = np.sort(words[:, 0])
-        repeated = first[1:][first[1:] == first[:-1]]
+        first = np.concatenate([w[:, 0] for w in self._words])
+        first.sort()
+        repeated = np.unique(first[1:][first[1:] == first[:-1]])
+        del first
         if len(repeated) == 0:
             return 1
-        candidates = words[np.isin(words[:, 0], repeated)]
+        candidates = np.concatenate([w[np.isin(w[:, 0], repeated)] for w in self._words])
         _, counts = np.unique(candidates, axis=0, return_counts=True)
         return int(counts.max())
