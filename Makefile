@@ -60,3 +60,17 @@ browser:
 .PHONY: docs
 docs: install  # docs/api.md from the app's OpenAPI document (a test fails when it is stale)
 	$(BIN)/python -m gateway.openapi_doc --output docs/api.md
+
+# Query performance (bench/perf.py, bench/load.py; figures in bench/README.md). perf: the
+# floor (exact DuckDB SQL), the gateway in process, through HTTP with the SDK and OpenDP's
+# Polars API, side by side on PERF_CUSTOMERS customers per partner; load: concurrency 1, 4, 16
+# against a second process on LOAD_CUSTOMERS. PERF_DIR keeps the uploaded store between runs.
+PERF_CUSTOMERS ?= 10000000
+LOAD_CUSTOMERS ?= 1000000
+PERF_DIR ?= ./var/bench
+.PHONY: bench-perf bench-load
+bench-perf: $(VENV)/.installed-bench
+	$(BIN)/python bench/perf.py --customers $(PERF_CUSTOMERS) --data-dir $(PERF_DIR)/perf-$(PERF_CUSTOMERS)
+
+bench-load: $(VENV)/.installed-bench
+	$(BIN)/python bench/load.py --customers $(LOAD_CUSTOMERS) --data-dir $(PERF_DIR)/perf-$(LOAD_CUSTOMERS)
