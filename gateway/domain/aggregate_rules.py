@@ -120,13 +120,15 @@ def check_network_use(
 
     An organisation in ``network.named`` may use the member column like any dimension. Any
     other may use it only in one bucket, ``CASE WHEN <member_column> = '<its own org>' THEN a
-    ELSE b END``, and only when at least ``min_peers`` other members stand behind the network.
+    ELSE b END``, may group and filter by the ``compare_by`` dimensions only (a store id would
+    single out the member that owns the store), and only when at least ``min_peers`` other
+    members stand behind the network.
 
     Returns:
         The split (bucket name, own label, rest label) when the query groups by such a bucket.
 
     Raises:
-        PolicyViolation: naming ``networks.<id>.named`` or ``networks.<id>.min_peers``.
+        PolicyViolation: naming ``networks.<id>.named``, ``.compare_by`` or ``.min_peers``.
     """
     from gateway.domain.checker import ResolvedFilter
 
@@ -137,6 +139,11 @@ def check_network_use(
         if isinstance(p, ResolvedFilter):
             return p.column.name == member
         return any(reads_member(item) for item in p.items)
+
+    def dimensions(p: ResolvedPredicate) -> list[str]:
+        if isinstance(p, ResolvedFilter):
+            return [p.column.name]
+        return [name for item in p.items for name in dimensions(item)]
 
     def split(group: ResolvedGroup) -> Comparison | None:
         if group.default is None or len(group.cases) != 1:
@@ -166,6 +173,18 @@ def check_network_use(
     if not network.sees_names(org):
         if any(reads_member(p) for p in filters):
             raise PolicyViolation(named, f"your organisation may not filter on {member}")
+        read = [name for p in filters for name in dimensions(p)]
+        for group in group_by:
+            read += [group.column.name] if group.column is not None else []
+            read += [name for when, _ in group.cases for name in dimensions(when)]
+        outside = sorted({name for name in read if name not in (member, *network.compare_by)})
+        if outside:
+            allowed = ", ".join(network.compare_by) or "none"
+            raise PolicyViolation(
+                f"networks.{network.id}.compare_by",
+                f"your organisation may group and filter the network by the shared dimensions "
+                f"only ({allowed}); {outside[0]} is not one of them",
+            )
         if comparison is not None and org not in network.members:
             raise PolicyViolation(named, f"only a member of {network.id} can split its own rows")
         if network.peers_of(org) < network.min_peers:

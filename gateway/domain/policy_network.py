@@ -9,6 +9,7 @@ policy's ``networks`` section stacks them under one name, queried like a dataset
                    dealer-east.service_weeks]
         member_column: dealer       # a dimension whose public keys are the members' owners
         named: [acme]               # analyst orgs that may see members' figures by name
+        compare_by: [service_type, month]   # what any other org may group and filter by
         min_peers: 2                # other members behind any figure a non-named org sees
 
 Every member is an aggregate dataset with the same count column and the same column rules.
@@ -18,9 +19,11 @@ Stacking them, one customer may appear in every member's rows: the network's
 Who sees what (the policy decides): an analyst organisation listed in ``named`` may group and
 filter by ``member_column`` like any dimension and may query a member's dataset directly. Any
 other organisation may use ``member_column`` only to split its own rows from the rest of the
-network (``CASE WHEN dealer = '<own org>' THEN … ELSE … END``), and only when at least
-``min_peers`` other members stand behind "the rest"; it may query no other member's dataset
-directly. A member's own analysts always see their own dataset.
+network (``CASE WHEN dealer = '<own org>' THEN … ELSE … END``), may group and filter by the
+``compare_by`` dimensions only (dimensions the members share, like a region or a month, never
+one that singles a member out, like a store), and only when at least ``min_peers`` other
+members stand behind "the rest"; it may query no other member's dataset directly. A member's
+own analysts always see their own dataset.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["NetworkPolicy", "parse_networks"]
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
-_FIELDS = {"datasets", "member_column", "named", "min_peers"}
+_FIELDS = {"datasets", "member_column", "named", "compare_by", "min_peers"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class NetworkPolicy:
     members: tuple[str, ...]  # the owners, in the order of ``datasets``
     named: tuple[str, ...] = ()
     min_peers: int = 2
+    compare_by: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.datasets) < 2:
@@ -127,6 +131,15 @@ def parse_networks(
         named = entry.get("named", [])
         if not isinstance(named, list):
             raise InvalidPolicy(f"{path}.named", "must be a list of organisations")
+        compare_by = entry.get("compare_by", [])
+        if not isinstance(compare_by, list):
+            raise InvalidPolicy(f"{path}.compare_by", "must be a list of dimensions")
+        for i, name in enumerate(compare_by):
+            rule = first.columns.get(name) if isinstance(name, str) else None
+            if rule is None or rule.use != "dimension":
+                raise InvalidPolicy(
+                    f"{path}.compare_by[{i}]", "must name a dimension of the member datasets"
+                )
         min_peers = entry.get("min_peers", 2)
         if isinstance(min_peers, bool) or not isinstance(min_peers, int) or min_peers < 1:
             raise InvalidPolicy(f"{path}.min_peers", "must be an integer >= 1")
@@ -138,6 +151,7 @@ def parse_networks(
                 members=tuple(ds.owner for ds in rules),
                 named=tuple(_name(org, f"{path}.named") for org in named),
                 min_peers=min_peers,
+                compare_by=tuple(compare_by),
             )
         except InvalidPolicy as exc:
             raise InvalidPolicy(f"{path}.{exc.path}", exc.message.split(": ", 1)[-1]) from None

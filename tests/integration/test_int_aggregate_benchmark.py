@@ -168,6 +168,13 @@ def test_a_dealer_sees_its_standing_against_the_rest_of_the_network(
             assert difference["ci95"] == pytest.approx([expected - half, expected + half], abs=2e-6)
         assert set(entry) == {"service_type", "spend_per_owner", "satisfaction_rate"}
 
+    # Every member's compliance officer sees the query that read its rows, without figures.
+    officer = network["keys"]["dealer-south"]["compliance"]
+    events = api.get(f"{BASE}/audit", key=officer).json()["events"]
+    released = [e for e in events if e["action"] == "query.released"]
+    assert released and "dealer-south.service_weeks" in released[-1]["details"]["datasets"]
+    assert "rows" not in released[-1]["details"] and "comparison" not in released[-1]["details"]
+
 
 def test_the_brand_sees_every_dealer_by_name(network: dict[str, Any], api: Any) -> None:
     body = {

@@ -252,6 +252,17 @@ REFUSED: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "networks.acme.retail_network.named",
     ),
     (
+        "the rest of the network by store",
+        "shopco",
+        {
+            "sql": "SELECT CASE WHEN retailer = 'shopco' THEN 'me' ELSE 'network' END AS standing,"
+            " store_id, SUM(customers) AS n FROM acme.retail_network GROUP BY standing, store_id"
+        },
+        403,
+        "policy_violation",
+        "networks.acme.retail_network.compare_by",
+    ),
+    (
         "side by side on different groups",
         "acme",
         {"plan": {**SIDE, "on": ["segment"]}},

@@ -114,6 +114,23 @@ def test_a_member_sees_no_other_member_by_name(text: str, path: str) -> None:
     assert refused(sql(text), org="shopco").path == f"{NET}.{path}"
 
 
+def test_a_member_compares_on_shared_dimensions_only() -> None:
+    by_region = STANDING.replace("AS standing,", "AS standing, region,").replace(
+        "GROUP BY standing", "GROUP BY standing, region"
+    )
+    assert len(check(sql(by_region), org="shopco").group_keys) == 2 * 4
+    by_store = by_region.replace("region", "store_id")  # a store singles out its retailer
+    assert refused(sql(by_store), org="shopco").path == f"{NET}.compare_by"
+    in_store = sql("SELECT COUNT(*) AS n FROM acme.retail_network WHERE store_id = 'S001'")
+    assert refused(in_store, org="shopco").path == f"{NET}.compare_by"
+    bucket = (
+        "SELECT CASE WHEN store_id = 'S001' THEN 'a' ELSE 'b' END AS s, COUNT(*) AS n "
+        "FROM acme.retail_network GROUP BY s"
+    )
+    assert refused(sql(bucket), org="shopco").path == f"{NET}.compare_by"
+    check(sql(by_store.replace("'shopco'", "'bigmart'")))  # acme is named: anything goes
+
+
 def test_a_member_may_not_query_another_members_dataset() -> None:
     error = refused(sql("SELECT COUNT(*) AS n FROM bigmart.store_weeks"), org="shopco")
     assert error.path == f"{NET}.named"

@@ -157,6 +157,8 @@ SEMANTIC: list[tuple[str, Mutation, str]] = [
         f"{N}.datasets[1]",
     ),
     ("member column is a column", put(*NETWORK, "member_column", "region"), f"{N}.member_column"),
+    ("compare by a measure", put(*NETWORK, "compare_by", ["spend"]), f"{N}.compare_by[0]"),
+    ("compare by an unknown column", put(*NETWORK, "compare_by", ["city"]), f"{N}.compare_by[0]"),
     (
         "network named like a dataset",
         lambda d: d["networks"].update(
