@@ -601,12 +601,42 @@ def everything_produced(
     return found
 
 
+def refusals_changed_nothing(probe: Probe, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Every 4xx has the one error shape; only the requests that succeeded left a trace.
+
+    A 201 upload adds a dataset version and its file, a fresh 200 query one ledger row; the
+    refusals add nothing: no organisation, key, collaboration or policy version, no spool file.
+    """
+    for r in probe.seen:
+        if 400 <= r.status_code < 500:
+            error = r.json()["error"]
+            assert set(error) == {"code", "message"} and error["code"] and error["message"], r.text
+    uploads = sum(r.status_code == 201 and "/datasets/" in r.request.url.path for r in probe.seen)
+    spent = sum(
+        r.status_code == 200 and r.request.url.path.endswith("/queries") and not r.json()["replay"]
+        for r in probe.seen
+    )
+    assert after["dataset_versions"] - before["dataset_versions"] == uploads
+    assert len(after["stored"]) - len(before["stored"]) == uploads
+    assert after["ledger"] - before["ledger"] == spent
+    for unchanged in ("orgs", "api_keys", "collaborations", "policy_versions", "spool"):
+        assert after[unchanged] == before[unchanged], unchanged
+
+
 def run_case(
-    case: Case, api: Any, keys: dict[str, Any], tables: Any, sink: LogSink, capfd: Any
+    case: Case,
+    api: Any,
+    keys: dict[str, Any],
+    tables: Any,
+    sink: LogSink,
+    capfd: Any,
+    snapshot: Callable[[], dict[str, Any]],
 ) -> list[str]:
     probe = Probe(api, keys, tables.loyalty.slice(0, ROWS))
+    before = snapshot()
     case(probe)
     assert probe.seen and any(400 <= r.status_code < 500 for r in probe.seen)
+    refusals_changed_nothing(probe, before, snapshot())
     return leaks(everything_produced(probe, api, keys, sink, capfd))
 
 
@@ -618,8 +648,9 @@ def test_no_response_log_or_audit_event_echoes_the_canary(
     demo_tables: Any,
     log_sink: LogSink,
     capfd: pytest.CaptureFixture[str],
+    snapshot: Callable[[], dict[str, Any]],
 ) -> None:
-    echoed = run_case(CASES[case], api, demo_keys, demo_tables, log_sink, capfd)
+    echoed = run_case(CASES[case], api, demo_keys, demo_tables, log_sink, capfd, snapshot)
     assert not echoed, "the canary came back:\n" + "\n".join(echoed)
 
 
@@ -629,6 +660,7 @@ def test_a_name_the_policy_defines_appears_only_in_the_path_of_its_refusal(
     demo_tables: Any,
     log_sink: LogSink,
     capfd: pytest.CaptureFixture[str],
+    snapshot: Callable[[], dict[str, Any]],
 ) -> None:
     """A proposal that names a new dataset, column or budget holder with the canary.
 
@@ -637,7 +669,9 @@ def test_a_name_the_policy_defines_appears_only_in_the_path_of_its_refusal(
     there, only in the answer to the proposer. Refused proposals are not audited.
     """
     probe = Probe(api, demo_keys, demo_tables.loyalty.slice(0, ROWS))
+    before = snapshot()
     policy_defined_names(probe)
+    refusals_changed_nothing(probe, before, snapshot())
     for response in probe.seen:
         assert response.status_code == 422, response.text
         message = response.json()["error"]["message"]
@@ -661,6 +695,7 @@ def test_known_echoes(
     demo_tables: Any,
     log_sink: LogSink,
     capfd: pytest.CaptureFixture[str],
+    snapshot: Callable[[], dict[str, Any]],
 ) -> None:
-    echoed = run_case(KNOWN_LEAKS[case][0], api, demo_keys, demo_tables, log_sink, capfd)
+    echoed = run_case(KNOWN_LEAKS[case][0], api, demo_keys, demo_tables, log_sink, capfd, snapshot)
     assert not echoed, "the canary came back:\n" + "\n".join(echoed)
