@@ -297,14 +297,21 @@ class ActorOut(ResponseModel):
 
 
 class AuditEventOut(ResponseModel):
-    seq: int
+    """An event as the caller's organisation reads it.
+
+    ``seq`` numbers the events of the collaboration the caller may read (1, 2, 3 …, no gaps,
+    whatever other organisations do); ``after`` pages and ``first_bad`` counts in it. ``hash``
+    is the entry's fingerprint: a stable reference the operator can find in the chain, which
+    says nothing about the entries around it.
+    """
+
+    seq: int = Field(description="position among the events this caller may read, from 1")
     at: str
     collaboration: str | None
     actor: ActorOut
     action: str
     details: dict[str, Any]
-    prev_hash: str
-    hash: str
+    hash: str = Field(description="the entry's fingerprint (SHA-256), not its chain hash")
 
 
 class AuditOut(ResponseModel):
@@ -312,6 +319,10 @@ class AuditOut(ResponseModel):
 
 
 class AuditVerifyOut(ResponseModel):
+    """``events`` counts the events the caller may read; ``first_bad`` is the ``seq`` of the
+    first of them the chain no longer vouches for (null when intact, or when the break lies
+    after all of them)."""
+
     ok: bool
     events: int
     first_bad: int | None

@@ -396,7 +396,7 @@ def read_audit(
     svc: Svc,
     caller: Caller,
     limit: Annotated[int, Query()] = 1000,
-    after: Annotated[int, Query()] = 0,
+    after: Annotated[int, Query(description="the last `seq` read (the caller's numbering)")] = 0,
 ) -> dict[str, Any]:
     return audit.read_audit(svc, caller, c, limit=limit, after=after)
 

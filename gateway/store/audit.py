@@ -4,6 +4,12 @@ Each event's hash covers its content and the previous event's hash, so changing,
 reordering any event breaks every later link. The head (last sequence number and hash) is signed
 with the gateway's Ed25519 key after every append, so truncating the chain is detected too.
 Events hold plans, names, ε and outcomes: never rows, exact aggregates or customer tokens.
+
+The chain is one for the whole gateway, so an event's sequence number counts every event of
+every organisation before it. An organisation therefore reads its events in its own terms
+(:meth:`AuditLog.visible_events`): numbered 1, 2, 3 … among the events of the collaboration it
+may see, with a :attr:`AuditEvent.fingerprint` in place of the chain hashes. Neither tells how
+many hidden events lie between two of its own (see :class:`VisibleEvent`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from gateway.store.db import Database
 
 GENESIS = "0" * 64
+_FINGERPRINT_LABEL = "insight-gateway-audit-fingerprint"
 _COLUMNS = (
     'seq, "at", collaboration, actor_org, actor_role, action, visible_to, details_json, '
     "prev_hash, hash"
@@ -40,17 +47,49 @@ class AuditEvent:
     prev_hash: str
     hash: str
 
+    @property
+    def fingerprint(self) -> str:
+        """A stable reference to this chain entry that reveals nothing about other entries.
+
+        SHA-256 of a fixed label and the entry's chain hash. The chain hash itself is not shown
+        to organisations: it covers the global sequence number and the previous entry's hash, so
+        with an event's readable content anyone could search the few plausible sequence numbers
+        and learn the gateway's total activity, or test whether two of their own events are
+        adjacent in the chain. The fingerprint cannot be inverted to a chain hash, so neither
+        test can be run; the operator, who holds the chain, maps a fingerprint back to its entry.
+        """
+        return hashlib.sha256(f"{_FINGERPRINT_LABEL}:{self.hash}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class VisibleEvent:
+    """An audit event as one organisation reads it: ``position`` is its ordinal (1, 2, 3 …)
+    among the events of the collaboration that the organisation may see, in chain order.
+
+    The global sequence number and the chain hashes are left out: gaps in the one and links
+    in the other would count other organisations' events (see :attr:`AuditEvent.fingerprint`).
+    """
+
+    position: int
+    event: AuditEvent
+
     def to_json(self) -> dict[str, Any]:
+        e = self.event
         return {
-            "seq": self.seq,
-            "at": self.at,
-            "collaboration": self.collaboration,
-            "actor": {"org": self.actor_org, "role": self.actor_role},
-            "action": self.action,
-            "details": self.details,
-            "prev_hash": self.prev_hash,
-            "hash": self.hash,
+            "seq": self.position,
+            "at": e.at,
+            "collaboration": e.collaboration,
+            "actor": {"org": e.actor_org, "role": e.actor_role},
+            "action": e.action,
+            "details": e.details,
+            "hash": e.fingerprint,
         }
+
+
+def _event_of(r: tuple[Any, ...]) -> AuditEvent:
+    return AuditEvent(
+        int(r[0]), r[1], r[2], r[3], r[4], r[5], tuple(r[6]), json.loads(r[7]), r[8], r[9]
+    )
 
 
 def _event_hash(
@@ -179,7 +218,8 @@ class AuditLog:
     def events(
         self, collaboration: str, visible_to: str | None, limit: int = 1000, after_seq: int = 0
     ) -> list[AuditEvent]:
-        """Events of a collaboration, optionally only those visible to one organisation."""
+        """Events of a collaboration by global sequence number, optionally only those visible
+        to one organisation: the operator's view (organisations read :meth:`visible_events`)."""
         sql = f"SELECT {_COLUMNS} FROM audit_events WHERE collaboration = ? AND seq > ?"
         params: list[Any] = [collaboration, after_seq]
         if visible_to is not None:
@@ -187,26 +227,49 @@ class AuditLog:
             params.append(visible_to)
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
-        return [
-            AuditEvent(
-                int(r[0]), r[1], r[2], r[3], r[4], r[5], tuple(r[6]), json.loads(r[7]), r[8], r[9]
+        return [_event_of(r) for r in self.db.execute(sql, params)]
+
+    def visible_events(
+        self, collaboration: str, org: str, limit: int = 1000, after: int = 0
+    ) -> list[VisibleEvent]:
+        """The collaboration's events that ``org`` may see, numbered 1, 2, 3 … in chain order;
+        the page holds those numbered ``after + 1`` to ``after + limit``.
+
+        The numbering depends only on which events ``org`` may see, so nothing another
+        organisation does, in this collaboration or any other, shifts or gaps it.
+
+        Example:
+            >>> page = log.visible_events("cx", "acme", limit=3, after=10)  # doctest: +SKIP
+            >>> [v.position for v in page]  # doctest: +SKIP
+            [11, 12, 13]
+        """
+        visible = "collaboration = ? AND list_contains(visible_to, ?)"
+        sql = f"SELECT {_COLUMNS} FROM audit_events WHERE {visible}"
+        params: list[Any] = [collaboration, org]
+        if after > 0:  # past the event numbered ``after``; none at all if there is no such event
+            sql += (
+                f" AND seq > (SELECT seq FROM audit_events WHERE {visible}"
+                " ORDER BY seq LIMIT 1 OFFSET ?)"
             )
-            for r in self.db.execute(sql, params)
-        ]
+            params += [collaboration, org, after - 1]
+        rows = self.db.execute(f"{sql} ORDER BY seq LIMIT ?", [*params, limit])
+        return [VisibleEvent(after + i, _event_of(r)) for i, r in enumerate(rows, start=1)]
 
     def visible_extent(
-        self, collaboration: str, visible_to: str, from_seq: int | None
+        self, collaboration: str, org: str, from_seq: int | None
     ) -> tuple[int, int | None]:
-        """How many of a collaboration's events one organisation may see, and the first of them
-        at or after ``from_seq`` (``None`` when ``from_seq`` is ``None`` or no such event)."""
+        """How many of a collaboration's events ``org`` may see, and the position (as
+        :meth:`visible_events` numbers them) of the first of those at or after the global
+        ``from_seq`` (``None`` when ``from_seq`` is ``None`` or no such event)."""
         row = self.db.one(
-            "SELECT count(*), min(seq) FILTER (WHERE seq >= ?) FROM audit_events"
-            " WHERE collaboration = ? AND list_contains(visible_to, ?)",
-            (from_seq if from_seq is not None else -1, collaboration, visible_to),
+            "SELECT count(*), count(*) FILTER (WHERE seq < ?), count(*) FILTER (WHERE seq >= ?)"
+            " FROM audit_events WHERE collaboration = ? AND list_contains(visible_to, ?)",
+            (from_seq or 0, from_seq or 0, collaboration, org),
         )
-        count = int(row[0]) if row else 0
-        first = row[1] if row and from_seq is not None else None
-        return count, None if first is None else int(first)
+        count, before, from_there = (int(v) for v in row) if row else (0, 0, 0)
+        if from_seq is None or from_there == 0:
+            return count, None
+        return count, before + 1
 
     def verify(self) -> tuple[bool, int, int | None]:
         """Check every link and the signed head. Returns ``(ok, events, first_bad_seq)``."""

@@ -288,9 +288,11 @@ def test_audit_shows_each_party_the_events_on_its_data(
             "actor",
             "action",
             "details",
-            "prev_hash",
             "hash",
         }
+    # `seq` numbers the events this caller may read: 1, 2, 3 … with no gaps.
+    for events in (acme, bigmart):
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     # Paging: `after` skips what was read.
     last = acme[-2]["seq"]
     page = api.get(AUDIT, key=demo_keys["acme"]["compliance"], params={"after": last})
@@ -298,12 +300,15 @@ def test_audit_shows_each_party_the_events_on_its_data(
 
 
 def _visible(services: Any, org: str, from_seq: int = 0) -> tuple[int, int | None]:
+    """How many events ``org`` reads, and the ``seq`` it reads (its own numbering) for the
+    first of them at or after the chain position ``from_seq``."""
     row = services.db.one(
-        "SELECT count(*), min(seq) FILTER (WHERE seq >= ?) FROM audit_events"
-        " WHERE collaboration = ? AND list_contains(visible_to, ?)",
-        (from_seq, DEMO, org),
+        "SELECT count(*), count(*) FILTER (WHERE seq < ?), count(*) FILTER (WHERE seq >= ?)"
+        " FROM audit_events WHERE collaboration = ? AND list_contains(visible_to, ?)",
+        (from_seq, from_seq, DEMO, org),
     )
-    return int(row[0]), row[1]
+    count, before, from_there = (int(v) for v in row)
+    return count, before + 1 if from_there else None
 
 
 def test_audit_verify_detects_tampering_and_truncation(
