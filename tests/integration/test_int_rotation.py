@@ -117,13 +117,15 @@ def test_rotation_rewraps_every_secret_and_keeps_data_readable(
     token_secret = services.token_secret(DEMO)
     secrets = wrapped_secrets(services)
     n_versions = len(services.db.execute("SELECT 1 FROM dataset_versions"))
+    n_collabs = len(services.db.execute("SELECT 1 FROM collaborations"))
     previous_key = old_key(settings)
     services.close()
 
     done = run_cli("admin", "rotate-master-key", "--data-dir", str(settings.data_dir))
     assert done.returncode == 0, done.stderr
     assert (
-        f"re-wrapped {n_versions} data keys, 1 token secrets and 1 gateway secrets" in done.stdout
+        f"re-wrapped {n_versions} data keys, {n_collabs} token secrets and 1 gateway secrets"
+        in done.stdout
     )
     new_bytes, names = key_file_state(settings)
     assert names == ["master.key"]  # no .previous or .next left behind

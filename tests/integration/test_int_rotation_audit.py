@@ -81,6 +81,12 @@ def test_rotation_appends_signed_events_with_counts_and_fingerprints_only(
     )
     data_keys = {str(c): int(n) for c, n in versions}
     assert data_keys[DEMO] >= 2
+    members: dict[str, list[str]] = {}
+    for collab, org in services.db.execute("SELECT collaboration, org FROM members ORDER BY 1, 2"):
+        members.setdefault(str(collab), []).append(str(org))
+    assert members[DEMO] == ["acme", "bigmart"] and members[OTHER] == ["acme", DEALER]
+    collabs = sorted(members)  # the demo's, and the one made here
+    expected_events = len(collabs) + 1
     events_before = services.audit.verify()[1]
     old_key = master_key(settings)
     signing_id = services.audit.key_id
@@ -92,17 +98,13 @@ def test_rotation_appends_signed_events_with_counts_and_fingerprints_only(
     old_id, new_id = Keyring(old_key).key_id, Keyring(new_key).key_id
     assert old_id != new_id
     printed = capsys.readouterr().out
-    assert f"master key {old_id} -> {new_id}; 3 audit events recorded" in printed
+    assert f"master key {old_id} -> {new_id}; {expected_events} audit events recorded" in printed
 
     reopened = open_services(settings)
     try:
-        assert reopened.audit.verify() == (True, events_before + 3, None)
+        assert reopened.audit.verify() == (True, events_before + expected_events, None)
         events = rotated_events(reopened)
-        assert [(c, v) for c, v, _ in events] == [
-            (DEMO, ["acme", "bigmart"]),
-            (OTHER, ["acme", DEALER]),
-            (None, []),
-        ]
+        assert [(c, v) for c, v, _ in events] == [(c, members[c]) for c in collabs] + [(None, [])]
         assert reopened.audit.key_id == signing_id  # the signing key was re-wrapped, not replaced
         fingerprints = {
             "old_master_key": old_id,
@@ -122,11 +124,13 @@ def test_rotation_appends_signed_events_with_counts_and_fingerprints_only(
             **fingerprints,
             "outcome": "rewrapped",
         }
+        for collab in collabs:
+            assert per_collab[collab]["data_keys"] == data_keys.get(collab, 0)
         assert per_collab[None] == {
             "data_keys": sum(data_keys.values()),
-            "token_secrets": 2,
+            "token_secrets": len(collabs),
             "gateway_secrets": 1,
-            "collaborations": 2,
+            "collaborations": len(collabs),
             **fingerprints,
             "outcome": "rewrapped",
         }
