@@ -226,6 +226,10 @@ def budget(c: str) -> Operation[list[dict[str, Any]]]:
     return Operation("GET", f"{_collab(c)}/budget", _list_field("budgets"))
 
 
+def budget_history(c: str) -> Operation[list[dict[str, Any]]]:
+    return Operation("GET", f"{_collab(c)}/budget/history", _list_field("series"))
+
+
 def policy(c: str) -> Operation[str]:
     return Operation("GET", f"{_collab(c)}/policy", text, headers={"Accept": YAML})
 

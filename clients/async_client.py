@@ -191,6 +191,11 @@ class AsyncGatewayClient:
         """The ``budgets`` entries visible to this key. Example: ``await gw.budget("cx")``."""
         return await self._run(_api.budget(c))
 
+    async def budget_history(self, c: str) -> list[dict[str, Any]]:
+        """Spend over time per analyst organisation and period, from the ledger (as
+        :meth:`GatewayClient.budget_history`). Example: ``await gw.budget_history("cx")``."""
+        return await self._run(_api.budget_history(c))
+
     async def policy(self, c: str) -> str:
         """The active policy as YAML text. Example: ``print(await gw.policy("cx"))``."""
         return await self._run(_api.policy(c))

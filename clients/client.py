@@ -264,6 +264,20 @@ class GatewayClient:
         """
         return self._run(_api.budget(c))
 
+    def budget_history(self, c: str) -> list[dict[str, Any]]:
+        """Spend over time from the ledger: one series (``org``, ``period``, ``bucket``,
+        ``points``) per analyst organisation and period, the current period last; each point
+        has ``at`` and the cumulative ``epsilon_spent`` against ``epsilon_total``.
+
+        An analyst sees only its own organisation's series.
+
+        Example:
+            >>> now = gw.budget_history("acme-bigmart-cx")[-1]  # doctest: +SKIP
+            >>> now["points"][-1]["epsilon_spent"]  # doctest: +SKIP
+            2.5
+        """
+        return self._run(_api.budget_history(c))
+
     def policy(self, c: str) -> str:
         """The active policy of ``c`` as YAML text.
 

@@ -237,6 +237,34 @@ class BudgetsOut(ResponseModel):
     budgets: list[BudgetEntry]
 
 
+class BudgetPoint(ResponseModel):
+    """Spent so far in the period at ``at`` (cumulative), against the active policy's total."""
+
+    at: str
+    epsilon_spent: Number
+    epsilon_total: Number
+    rho_spent: Number = absent()
+    rho_total: Number = absent()
+
+
+class BudgetSeries(ResponseModel):
+    """One analyst organisation in one period (``period``: the ledger's key, ``2026-11`` for a
+    UTC month or ``all``). ``bucket`` says what a point sums: one ``query``'s charge, or past
+    400 charges a UTC ``day`` (then ``month``, ``year``), dated by its last charge."""
+
+    org: str
+    period: str
+    bucket: str
+    points: list[BudgetPoint]
+
+
+class BudgetHistoryOut(ResponseModel):
+    """Spend over time from the ledger: every analyst organisation's for compliance officers,
+    an analyst's own; the current period and up to 11 earlier ones, oldest first."""
+
+    series: list[BudgetSeries]
+
+
 # --- queries -------------------------------------------------------------------------------
 
 

@@ -25,7 +25,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Message
 
 from gateway.api import models as m
-from gateway.api.errors import field_path
 from gateway.domain.errors import (
     InvalidRequest,
     PayloadTooLarge,
@@ -169,8 +168,8 @@ async def no_body(request: Request) -> None:
         raise InvalidRequest("body: this endpoint takes no body") from None
     if not isinstance(value, dict):
         raise InvalidRequest("body: this endpoint takes no body")
-    for name in value:
-        raise UnknownField(field_path(("body", name)))
+    if value:
+        raise UnknownField("body")
 
 
 Svc = Annotated[Services, Depends(services_of)]
@@ -388,6 +387,13 @@ def explain_query(
 @router.get("/collaborations/{c}/budget", **json_route(m.BudgetsOut, 401, 403, 404, 409))
 def read_budget(c: str, svc: Svc, caller: Caller) -> dict[str, Any]:
     return budget.read_budgets(svc, caller, c)
+
+
+@router.get(
+    "/collaborations/{c}/budget/history", **json_route(m.BudgetHistoryOut, 401, 403, 404, 409)
+)
+def read_budget_history(c: str, svc: Svc, caller: Caller) -> dict[str, Any]:
+    return budget.read_budget_history(svc, caller, c)
 
 
 @router.get("/collaborations/{c}/audit", **json_route(m.AuditOut, 400, 401, 403, 404))

@@ -424,6 +424,18 @@ def test_propose_approve_audit_and_query_in_the_browser(
     legend = acme_officer.page.locator("#budget-chart text.legend[data-series=acme]")
     assert legend.text_content() == "acme: 0.5 of 7.5 ε"
     assert acme_officer.page.locator("#budget-chart path[data-series=acme]").count() == 1
+    # The chart reads the ledger: bigmart's officer sees acme's spend on acme's own data too,
+    # which bigmart's audit trail does not hold.
+    own = {"plan": {"from": "acme.survey", "aggregates": [{"fn": "count"}]}, "epsilon": 0.25}
+    released = httpx.post(
+        f"{base}/v1/collaborations/{COLLAB}/queries",
+        json=own,
+        headers={"Authorization": f"Bearer {keys['acme']['analyst']}"},
+    )
+    assert released.status_code == 200, released.text
+    open_section(bigmart_officer.page, "budget", "#budget-chart svg")
+    legend = bigmart_officer.page.locator("#budget-chart text.legend[data-series=acme]")
+    assert legend.text_content() == "acme: 0.75 of 7.5 ε"
     acme_officer.page.click("#sign-out")
     acme_officer.page.wait_for_selector("#sign-in:not([hidden])")
     assert acme_officer.page.evaluate("sessionStorage.getItem('igw.key')") is None

@@ -338,6 +338,7 @@ def test_every_operation_answers_its_documented_shape(
     call("POST", "/v1/collaborations/{c}/queries/explain", acme["analyst"], json=private)
     for key in (acme["analyst"], acme["compliance"]):
         call("GET", "/v1/collaborations/{c}/budget", key)
+        call("GET", "/v1/collaborations/{c}/budget/history", key)
     call("GET", "/v1/collaborations/{c}/audit", acme["compliance"])
     call("GET", "/v1/collaborations/{c}/audit/verify", acme["compliance"])
 
@@ -358,6 +359,7 @@ def test_every_operation_answers_its_documented_shape(
     released = call("POST", "/v1/collaborations/{c}/queries", acme["analyst"], json=query)
     assert "rho_spent" in released.json() and "rho_left" in released.json()["budget"]
     call("GET", "/v1/collaborations/{c}/budget", acme["compliance"])
+    call("GET", "/v1/collaborations/{c}/budget/history", acme["compliance"])
 
     documented = {
         (method.upper(), path)

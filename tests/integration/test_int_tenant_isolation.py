@@ -141,6 +141,9 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
         frozenset({"analyst"}), lambda w: {"json": COUNT_BY_REGION}
     ),
     ("GET", "/v1/collaborations/{c}/budget"): Endpoint(frozenset({"analyst", "compliance"})),
+    ("GET", "/v1/collaborations/{c}/budget/history"): Endpoint(
+        frozenset({"analyst", "compliance"})
+    ),
     ("GET", "/v1/collaborations/{c}/audit"): Endpoint(frozenset({"compliance"})),
     ("GET", "/v1/collaborations/{c}/audit/verify"): Endpoint(frozenset({"compliance"})),
     # the web console's draft check follows the rules of the proposal it previews
@@ -415,6 +418,7 @@ def test_the_refused_requests_succeed_for_the_right_caller(
         ("POST", "/v1/collaborations/{c}/queries/explain", (bigmart, "analyst"), {}),
         ("POST", "/v1/collaborations/{c}/queries", (acme, "analyst"), {}),
         ("GET", "/v1/collaborations/{c}/budget", (bigmart, "compliance"), {}),
+        ("GET", "/v1/collaborations/{c}/budget/history", (acme, "analyst"), {}),
         ("GET", "/v1/collaborations/{c}/audit", (bigmart, "compliance"), {}),
         ("GET", "/v1/collaborations/{c}/audit/verify", (acme, "compliance"), {}),
         ("POST", versions + "/approve", (bigmart, "compliance"), {"v": "2"}),
@@ -462,6 +466,7 @@ def test_members_of_another_collaboration_cannot_reach_the_demo_from_their_own(
         (f"{other}/policy", carco["analyst"]),
         (f"{other}/policy/versions", carco["analyst"]),
         (f"{other}/budget", carco["compliance"]),
+        (f"{other}/budget/history", carco["compliance"]),
         (f"{other}/audit", carco["compliance"]),
         (f"{other}/audit", world.keys["dealer-north"]["compliance"]),
         (other, carco["analyst"]),

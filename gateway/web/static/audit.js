@@ -1,5 +1,6 @@
 // The audit trail (filters, verify) and the budget views: per analyst organisation over time
-// for compliance officers (built from the query events of the audit trail), current for analysts.
+// from the ledger's history (every analyst organisation for compliance officers, their own for
+// analysts, who also see a meter).
 
 import { api, collab } from "./api.js";
 import { stepChart } from "./charts.js";
@@ -7,7 +8,7 @@ import { h, num, put, status, table } from "./dom.js";
 
 const PAGE = 1000;
 
-/** Every audit event visible to the caller, oldest first (paged by sequence number). */
+/** Every audit event visible to the caller, oldest first (paged by `seq`, the caller's own numbering). */
 export async function allEvents() {
   const events = [];
   for (let after = 0; ; ) {
@@ -109,30 +110,22 @@ function monthStart(date) {
 }
 
 /**
- * Cumulative ε per analyst organisation in the current period, from the query events the
- * caller's audit trail holds (a query touching none of the caller's data is not in it; the
- * ledger's figure, in the table, counts every query).
+ * Cumulative ε per analyst organisation in the current period, from the ledger
+ * (`GET …/budget/history`): every query counts, whether or not it touched the caller's data.
+ * The history lists each organisation's periods oldest first, the current one last.
  */
-function budgetSeries(budgets, events, now) {
+function budgetSeries(budgets, history) {
   return budgets.map((b) => {
-    const from = b.period === "month" ? monthStart(now) : null;
-    let total = 0;
-    const points = [];
-    for (const e of events) {
-      const spent = e.details && e.details.epsilon_spent;
-      if (e.actor.org !== b.org || !e.action.startsWith("query.") || !spent) continue;
-      const at = new Date(e.at);
-      if (from && at < from) continue;
-      total += spent;
-      points.push([at, total]);
-    }
-    return { name: b.org, points, limit: b.epsilon_total, visible: total };
+    const periods = history.series.filter((sr) => sr.org === b.org);
+    const current = periods[periods.length - 1];
+    const points = current ? current.points.map((p) => [new Date(p.at), p.epsilon_spent]) : [];
+    return { name: b.org, points, limit: b.epsilon_total };
   });
 }
 
-function budgetTable(budgets, visible) {
+function budgetTable(budgets) {
   return table(
-    ["organisation", "ε total", "ε spent", "ε left", "period", "resets at", ...(visible ? ["ε in your audit trail"] : [])],
+    ["organisation", "ε total", "ε spent", "ε left", "period", "resets at"],
     budgets.map((b) => [
       b.org,
       num(b.epsilon_total, 6),
@@ -140,15 +133,26 @@ function budgetTable(budgets, visible) {
       num(b.epsilon_left, 6),
       b.period,
       b.resets_at ? b.resets_at.slice(0, 16).replace("T", " ") : "never",
-      ...(visible ? [num(visible.get(b.org), 6)] : []),
     ]),
     { class: "budget-table" },
   );
 }
 
-/** Compliance: every analyst organisation over time. Analysts: their own, now. */
+function budgetChart(budgets, history) {
+  const now = new Date();
+  const series = budgetSeries(budgets, history);
+  // From the first spend (or ten minutes ago), never before the period began: a month-long axis
+  // would squeeze a day's activity into its last pixel.
+  const first = Math.min(now.getTime() - 600_000, ...series.flatMap((sr) => sr.points.map((p) => p[0].getTime())));
+  const periodStart = budgets.some((b) => b.period === "month") ? monthStart(now).getTime() : first;
+  const from = new Date(Math.max(first, periodStart));
+  return h("div", { id: "budget-chart" }, stepChart(series, { title: "ε spent per analyst organisation", unit: "ε", from, to: now }));
+}
+
+/** Compliance: every analyst organisation over time. Analysts: their own, now and over time. */
 export async function showBudget(root, me) {
-  const { budgets } = await api("GET", collab("/budget"));
+  const [{ budgets }, history] = await Promise.all([api("GET", collab("/budget")), api("GET", collab("/budget/history"))]);
+  const note = h("p", { class: "meta" }, "Lines: ε spent this period, query by query, from the privacy-budget ledger. Dashed: each budget.");
   if (me.role !== "compliance") {
     put(
       root,
@@ -160,22 +164,11 @@ export async function showBudget(root, me) {
           ` ${b.org}: ε ${num(b.epsilon_spent, 6)} spent of ${num(b.epsilon_total, 6)}, ${num(b.epsilon_left, 6)} left`,
         ),
       ),
-      budgetTable(budgets, null),
+      budgetChart(budgets, history),
+      note,
+      budgetTable(budgets),
     );
     return;
   }
-  const events = await allEvents();
-  const now = new Date();
-  const series = budgetSeries(budgets, events, now);
-  // From the first spend (or ten minutes ago), never before the period began: a month-long axis
-  // would squeeze a day's activity into its last pixel.
-  const first = Math.min(now.getTime() - 600_000, ...series.flatMap((sr) => sr.points.map((p) => p[0].getTime())));
-  const periodStart = budgets.some((b) => b.period === "month") ? monthStart(now).getTime() : first;
-  const from = new Date(Math.max(first, periodStart));
-  put(
-    root,
-    h("div", { id: "budget-chart" }, stepChart(series, { title: "ε spent per analyst organisation", unit: "ε", from, to: now })),
-    h("p", { class: "meta" }, "Lines: ε spent this period by each analyst organisation, from the query events of your audit trail. Dashed: each budget."),
-    budgetTable(budgets, new Map(series.map((sr) => [sr.name, sr.visible]))),
-  );
+  put(root, budgetChart(budgets, history), note, budgetTable(budgets));
 }
