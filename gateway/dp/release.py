@@ -25,7 +25,7 @@ mechanism on the same cells, whichever thread makes it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -121,24 +121,6 @@ def _cell(value: float, half: float, scale: int) -> dict[str, Any]:
     return {
         "value": _number(value, scale),
         "ci95": [_number(value - half, scale), _number(value + half, scale)],
-    }
-
-
-def _mean_cell(
-    out: OutputColumn, stat: Statistic, noisy_csum: int, noisy_count: int, noise: NoisePlan
-) -> dict[str, Any]:
-    assert out.bounds is not None and out.sum is not None and out.count is not None
-    lo, hi = out.bounds
-    centre = stat.mid / out.scale
-    if noisy_count < 1:
-        return {"value": round(centre, 6), "ci95": [lo, hi]}
-    offset = noisy_csum / out.scale / noisy_count
-    mean = min(max(centre + offset, lo), hi)
-    s, c = noise.laplace(out.sum), noise.laplace(out.count)
-    half = (s.halfwidth95 / out.scale + abs(mean - centre) * c.halfwidth95) / noisy_count
-    return {
-        "value": round(mean, 6),
-        "ci95": [round(max(lo, mean - half), 6), round(min(hi, mean + half), 6)],
     }
 
 
@@ -297,49 +279,83 @@ def release_rows(
     chosen = _quantile_choices(checked, noise, exact, keys, vectors or {})
 
     names = [g.name for g in checked.group_by]
+    columns = [
+        (out.alias, _formatter(checked, noise, out, noisy, histograms, chosen))
+        for out in checked.outputs
+    ]
+    counts = noisy.get("count")
     rows: list[dict[str, Any]] = []
     for i, key in enumerate(keys):
         row: dict[str, Any] = dict(zip(names, key, strict=True))
-        count = noisy["count"][i] if "count" in noisy else None
-        if count is not None and checked.min_group_size and count < checked.min_group_size:
+        if counts is not None and checked.min_group_size and counts[i] < checked.min_group_size:
             row["suppressed"] = True
-            for out in checked.outputs:
-                row[out.alias] = None
+            for alias, _ in columns:
+                row[alias] = None
             rows.append(row)
             continue
-        for out in checked.outputs:
-            row[out.alias] = _output_cell(checked, noise, out, i, noisy, histograms, chosen)
+        for alias, cell in columns:
+            row[alias] = cell(i)
         rows.append(row)
     return rows
 
 
-def _output_cell(
+def _formatter(
     checked: CheckedQuery,
     noise: NoisePlan,
     out: OutputColumn,
-    i: int,
     noisy: dict[str, list[int]],
     histograms: dict[str, list[list[int]]],
     chosen: dict[str, list[int]],
-) -> Any:
+) -> Callable[[int], Any]:
+    """The cell of output ``out`` for the ``i``-th released group (what is fixed, looked up
+    once per output rather than once per group)."""
     if out.fn == "count":
-        return _cell(noisy["count"][i], noise.laplace("count").halfwidth95, 1)
+        counts, count_half = noisy["count"], noise.laplace("count").halfwidth95
+        return lambda i: _cell(counts[i], count_half, 1)
     assert out.sum is not None
     stat = _statistic(checked, out.sum)
     if out.fn == "sum":
-        half = noise.laplace(out.sum).halfwidth95 / out.scale
-        return _cell(noisy[out.sum][i] / out.scale, half, out.scale)
+        sums, half, scale = (
+            noisy[out.sum],
+            noise.laplace(out.sum).halfwidth95 / out.scale,
+            out.scale,
+        )
+        return lambda i: _cell(sums[i] / scale, half, scale)
     if out.fn == "mean":
-        return _mean_cell(out, stat, noisy[out.sum][i], noisy["count"][i], noise)
+        csums, counts = noisy[out.sum], noisy["count"]
+        assert out.bounds is not None and out.count is not None
+        lo, hi = out.bounds
+        scale, centre = out.scale, stat.mid / out.scale
+        sum_half = noise.laplace(out.sum).halfwidth95 / scale
+        count_half = noise.laplace(out.count).halfwidth95
+
+        def mean(i: int) -> dict[str, Any]:
+            noisy_count = counts[i]
+            if noisy_count < 1:
+                return {"value": round(centre, 6), "ci95": [lo, hi]}
+            value = min(max(centre + csums[i] / scale / noisy_count, lo), hi)
+            half = (sum_half + abs(value - centre) * count_half) / noisy_count
+            return {
+                "value": round(value, 6),
+                "ci95": [round(max(lo, value - half), 6), round(min(hi, value + half), 6)],
+            }
+
+        return mean
     if out.fn == "histogram":
         half = noise.laplace(out.sum).halfwidth95
         edges = stat.edges
-        return {
+        bins = histograms[out.sum]
+        return lambda i: {
             "bins": [[edges[b], edges[b + 1]] for b in range(len(edges) - 1)],
-            "values": histograms[out.sum][i],
-            "ci95": [[v - half, v + half] for v in histograms[out.sum][i]],
+            "values": bins[i],
+            "ci95": [[v - half, v + half] for v in bins[i]],
         }
     selector = noise.mechanisms[out.sum]
     assert isinstance(selector, QuantileSelector)
-    value = (stat.lo + chosen[out.sum][i] * stat.step) / stat.scale
-    return {"value": round(value, 6), "ci95": None, "rank_error95": round(selector.rank_error95, 3)}
+    picks, rank_error = chosen[out.sum], round(selector.rank_error95, 3)
+
+    def quantile(i: int) -> dict[str, Any]:
+        value = (stat.lo + picks[i] * stat.step) / stat.scale
+        return {"value": round(value, 6), "ci95": None, "rank_error95": rank_error}
+
+    return quantile
