@@ -73,6 +73,20 @@ def field_path(loc: Any) -> str:
     return path or "body"
 
 
+def _allowed_fields(request: Request, inner: tuple[Any, ...]) -> tuple[str, ...]:
+    """The fields the route's body model allows at ``inner`` (a path below the body's root)."""
+    route = request.scope.get("route")
+    field = getattr(route, "body_field", None)
+    model: Any = getattr(getattr(field, "field_info", None), "annotation", None)
+    for part in inner:
+        if isinstance(part, int) or model is None:
+            continue
+        info = getattr(model, "model_fields", {}).get(str(part))
+        model = getattr(info, "annotation", None)
+    fields = getattr(model, "model_fields", None)
+    return tuple(str(getattr(f, "alias", None) or n) for n, f in (fields or {}).items())
+
+
 class ContainInternalErrors:
     """ASGI middleware: an unexpected exception becomes a generic 500 and goes no further.
 
@@ -118,12 +132,13 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return JSONResponse(error_body(exc.code, exc.message), status_for(exc), headers=headers)
 
-    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = list(exc.errors())
         unknown = [err for err in errors if err.get("type") == "extra_forbidden"]
         if unknown:
-            refusal = e.UnknownField(field_path(unknown[0].get("loc", ())))
+            loc = tuple(unknown[0].get("loc", ()))
+            refusal = e.UnknownField(field_path(loc[:-1]), _allowed_fields(request, loc[1:-1]))
             return JSONResponse(error_body(refusal.code, refusal.message), 422)
         first = errors[0] if errors else {}
         if first.get("type") == "json_invalid":

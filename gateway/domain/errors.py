@@ -28,6 +28,8 @@ row, an exact aggregate or a customer key.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class GatewayError(Exception):
     """A refusal with a stable machine-readable ``code`` and a human message."""
@@ -51,14 +53,17 @@ class UnknownField(InvalidRequest):
     """A request body names a field the API does not define (``epsilon_spent``, ``owner``, …).
 
     Refused rather than ignored, so that nobody believes they set what they cannot set. The
-    message is ``<path>: unknown field`` with the path from the body's root, e.g.
-    ``body.plan.aggregates[0].owner``; the field's value is never echoed.
+    message names the object that holds the unknown field and the fields it may hold, e.g.
+    ``body.plan.aggregates[0]: unknown field (allowed: as, column, fn, q)``. The unknown name
+    itself is never repeated: a caller's key may be anything, including data.
     """
 
     code = "unknown_field"
 
-    def __init__(self, path: str) -> None:
-        super().__init__(f"{path}: unknown field")
+    def __init__(self, path: str, allowed: Iterable[str] = ()) -> None:
+        names = sorted(allowed)
+        hint = f" (allowed: {', '.join(names)})" if names else ""
+        super().__init__(f"{path}: unknown field{hint}")
         self.path = path
 
 

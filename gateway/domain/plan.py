@@ -58,7 +58,6 @@ _PREDICATE_FIELDS = frozenset({"and", "or", "not", "column", "op", "value", "val
 _BUCKET_FIELDS = frozenset({"bucket", "else", "as"})
 _CASE_FIELDS = frozenset({"when", "then"})
 _AGGREGATE_FIELDS = frozenset({"fn", "column", "as", "q"})
-_MAX_NAME_SHOWN = 64
 
 
 @dataclass(frozen=True)
@@ -241,17 +240,14 @@ class QueryRequest:
 
 
 def refuse_unknown(raw: Mapping[Any, Any], allowed: frozenset[str], path: str) -> None:
-    """Refuse the first key of ``raw`` (in body order) that is not in ``allowed``.
+    """Refuse ``raw`` if it holds a key that is not in ``allowed``.
 
     Raises:
-        UnknownField: naming ``<path>.<key>`` (a long key is cut short; values are never shown).
+        UnknownField: naming ``path`` and the allowed keys; the unknown key and its value are
+            never shown.
     """
-    for key in raw:
-        if key not in allowed:
-            name = str(key)
-            if len(name) > _MAX_NAME_SHOWN:
-                name = name[:_MAX_NAME_SHOWN] + "…"
-            raise UnknownField(f"{path}.{name}")
+    if any(key not in allowed for key in raw):
+        raise UnknownField(path, allowed)
 
 
 def _refuse_unknown_in_predicate(raw: object, path: str, depth: int) -> None:

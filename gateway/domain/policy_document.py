@@ -91,6 +91,10 @@ def load_policy_document(
     errors = sorted(_validator().iter_errors(document), key=lambda e: _mark(_where(e), marks))
     if errors:
         path, rule = _describe(errors[0])
+        if errors[0].validator == "additionalProperties":
+            # Located at the unknown key, named by the mapping that holds it: a key may be
+            # anything a caller typed, so it is not repeated back (nor logged or audited).
+            raise _refuse_at(path[:-1], rule, _mark(path, marks))
         raise _refuse(path, rule, marks)
     try:
         policy = parse_policy(document)

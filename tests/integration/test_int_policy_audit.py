@@ -118,7 +118,7 @@ BAD_POLICIES: list[tuple[str, str, Any, str]] = [
     ),
     ("wrong collaboration", "collaboration", "another-collab", "collaboration"),
     ("join of an unknown dataset", "joins", [["bigmart.loyalty", "acme.crm"]], "joins[0]"),
-    ("unknown rule", "rules/min_group", 3, "rules.min_group"),
+    ("unknown rule", "rules/min_group", 3, "rules"),
     ("negative group size", "rules/min_group_size", -1, "rules.min_group_size"),
     ("zero epsilon cap", "privacy/max_epsilon_per_query", 0, "privacy.max_epsilon_per_query"),
 ]

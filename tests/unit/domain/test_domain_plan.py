@@ -339,7 +339,10 @@ def test_unknown_field_is_refused_with_its_path(
     mutate(body)
     error = refusal(body)
     assert isinstance(error, UnknownField)
-    assert (error.code, error.message) == ("unknown_field", f"{field}: unknown field")
+    parent, unknown = field.rsplit(".", 1)
+    assert error.code == "unknown_field"
+    assert error.message.startswith(f"{parent}: unknown field (allowed: "), error.message
+    assert len(unknown) < 3 or unknown not in error.message
 
 
 @pytest.mark.parametrize("body", [None, [], "plan", 3])

@@ -104,7 +104,7 @@ AGG_MEASURE = {"use": "measure", "per_unit_bounds": [0, 500], "aggregates": ["su
 INVALID: list[tuple[str, Mutation, str]] = [
     ("collaboration not a name", put("collaboration", "ACME CX"), "collaboration"),
     ("collaboration missing", drop("collaboration"), "collaboration"),
-    ("unknown section", put("extras", 1), "extras"),
+    ("unknown section", put("extras", 1), ""),
     ("unknown mechanism", put("privacy", "mechanism", "exponential"), "privacy.mechanism"),
     ("epsilon cap zero", put("privacy", "max_epsilon_per_query", 0), CAP),
     ("epsilon cap text", put("privacy", "max_epsilon_per_query", "1"), CAP),
@@ -115,7 +115,7 @@ INVALID: list[tuple[str, Mutation, str]] = [
         put("privacy", {"mechanism": "gaussian", "delta": 0}),
         "privacy.delta",
     ),
-    ("unknown privacy field", put("privacy", "epsilon", 1), "privacy.epsilon"),
+    ("unknown privacy field", put("privacy", "epsilon", 1), "privacy"),
     ("privacy not a mapping", put("privacy", "laplace"), "privacy"),
     ("negative budget", put("budgets", "acme", {"epsilon": -1}), "budgets.acme.epsilon"),
     ("budget without amount", put("budgets", "acme", {"period": "month"}), "budgets.acme"),
@@ -143,12 +143,12 @@ INVALID: list[tuple[str, Mutation, str]] = [
         put(*LOYALTY, "max_groups_per_unit", 1001),
         f"{L}.max_groups_per_unit",
     ),
-    ("unknown dataset field", put(*LOYALTY, "retention", 30), f"{L}.retention"),
+    ("unknown dataset field", put(*LOYALTY, "retention", 30), L),
     ("no columns", put(*LOYALTY, "columns", {}), f"{L}.columns"),
     ("reserved column name", put(*COLS, "_row", {"use": "hidden"}), f"{C}._row"),
     ("unknown use", put(*COLS, "email", {"use": "secret"}), f"{C}.email.use"),
     ("use missing", put(*COLS, "email", {}), f"{C}.email.use"),
-    ("unknown column field", put(*COLS, "email", {"use": "hidden", "pii": True}), f"{C}.email.pii"),
+    ("unknown column field", put(*COLS, "email", {"use": "hidden", "pii": True}), f"{C}.email"),
     ("measure without bounds", put(*COLS, "v", {"use": "measure", "type": "int"}), f"{C}.v.bounds"),
     ("measure of type string", put(*COLS, "v", {**MEASURE, "type": "string"}), f"{C}.v.type"),
     ("measure with keys", put(*COLS, "v", {**MEASURE, "keys": [1, 2]}), f"{C}.v.keys"),
@@ -191,7 +191,7 @@ INVALID: list[tuple[str, Mutation, str]] = [
         "joins[0]",
     ),
     ("negative group size", put("rules", "min_group_size", -1), "rules.min_group_size"),
-    ("unknown rule", put("rules", "max_epsilon_per_query", 1.0), "rules.max_epsilon_per_query"),
+    ("unknown rule", put("rules", "max_epsilon_per_query", 1.0), "rules"),
 ]
 
 # Documents only the parser can refuse (the schema cannot compare values or keys).
@@ -336,7 +336,9 @@ def test_the_schema_allows_per_dataset_rules() -> None:
     for key, bad in [("min_group_size", -1), ("max_epsilon_per_query", 0), ("cap", 1)]:
         wrong = mutated(put(*LOYALTY, "rules", {**rules, key: bad}))
         assert schema_errors(wrong)
-        assert refusal(yaml.safe_dump(wrong)).path == f"{L}.rules.{key}"
+        # an unknown key is named by the mapping that holds it, never repeated back
+        expected = f"{L}.rules" if key == "cap" else f"{L}.rules.{key}"
+        assert refusal(yaml.safe_dump(wrong)).path == expected
 
 
 def test_per_dataset_rules_load_as_the_parser_has_them() -> None:
@@ -393,7 +395,7 @@ def test_errors_name_the_rule_line_and_column() -> None:
         ),
         (
             LOCATED_YAML.replace("  acme: {epsilon: 1.0}", "  acme: {epsilon: 1.0, cap: 2}"),
-            "budgets.acme.cap: unknown field (allowed: epsilon, period, rho) (line 3, column 24)",
+            "budgets.acme: unknown field (allowed: epsilon, period, rho) (line 3, column 24)",
         ),
         (
             LOCATED_YAML.replace("collaboration: cx", "collaboration: Cx"),
@@ -425,7 +427,7 @@ def test_json_errors_are_located() -> None:
     )
     error = refusal(text, "application/json")
     assert error.message == (
-        "datasets.a.b.columns.x.oops: unknown field (allowed: aggregates, bins, bounds, keys,"
+        "datasets.a.b.columns.x: unknown field (allowed: aggregates, bins, bounds, keys,"
         " nullable, per_unit_bounds, type, use) (line 3, column 80)"
     )
 
