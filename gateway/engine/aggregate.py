@@ -6,7 +6,9 @@ uploads were checked against those declarations (``gateway/service/ingest_aggreg
 the checker set every sensitivity from them. What is left is exact integer arithmetic:
 
 * a count is the sum of the count column (customers, not rows);
-* a measure is rounded to fixed point once per row (cents for floats) and summed as an integer;
+* a measure is clamped to ``count x per_unit_bounds`` (what uploads were checked against; a
+  later, tighter declaration then still holds for rows stored before it), rounded to fixed
+  point once per row (cents for floats) and summed as an integer;
 * a centred sum (a mean's numerator) subtracts ``mid · count`` per row, integer throughout;
 * rows outside the public group keys (or bucket labels) are dropped, as for customer tables.
 
@@ -28,10 +30,13 @@ _SOURCE = "d"
 
 
 def _fixed(column: str, stat: Statistic) -> str:
-    """One row's value in fixed-point units, as an exact integer."""
+    """One row's value within ``count x per_unit_bounds``, in fixed-point units, exactly."""
     if stat.scale == 1:
-        return f"CAST({column} AS HUGEINT)"
-    return f"CAST(ROUND(CAST({column} AS DOUBLE) * {stat.scale}) AS HUGEINT)"
+        lo, hi = f"CAST({stat.lo} AS HUGEINT) * {_COUNT}", f"CAST({stat.hi} AS HUGEINT) * {_COUNT}"
+        return f"LEAST(GREATEST(CAST({column} AS HUGEINT), {lo}), {hi})"
+    lo, hi = f"{_COUNT} * {stat.lo / stat.scale!r}", f"{_COUNT} * {stat.hi / stat.scale!r}"
+    value = f"LEAST(GREATEST(CAST({column} AS DOUBLE), {lo}), {hi})"
+    return f"CAST(ROUND({value} * {stat.scale}) AS HUGEINT)"
 
 
 def compile_aggregate_query(checked: CheckedQuery) -> CompiledQuery:

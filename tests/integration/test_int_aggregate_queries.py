@@ -201,6 +201,35 @@ def test_min_group_size_applies_to_the_summed_count(api: Any, demo_keys: dict[st
     assert "suppressed" not in rows["north"] and rows["north"]["customers"]["value"] > 12_000
 
 
+def test_a_tighter_declaration_holds_for_rows_stored_before_it(
+    api: Any, demo_keys: dict[str, Any], truth: dict[str, Any]
+) -> None:
+    officer = demo_keys["acme"]["compliance"]
+    text = api.get(f"{BASE}/policy", key=officer, headers={"Accept": "application/yaml"}).text
+    tighter = text.replace("per_unit_bounds: [0, 500]", "per_unit_bounds: [0, 20]")
+    assert tighter.count("per_unit_bounds: [0, 20]") == 2  # both retailers: one network
+    proposal = api.put(
+        f"{BASE}/policy",
+        key=officer,
+        content=tighter.encode(),
+        headers={"Content-Type": "application/yaml"},
+    ).json()
+    for org in ("bigmart", "shopco"):
+        api.post(
+            f"{BASE}/policy/versions/{proposal['version']}/approve",
+            key=demo_keys[org]["compliance"],
+        )
+    body = {"sql": SUMS_SQL, "epsilon": 0.5}
+    scale = _scales(api, demo_keys["acme"]["analyst"], body)
+    assert scale["sum:shopco.store_weeks.spend"] == pytest.approx(K * 2_001 / (0.5 / 2))
+    release = api.post(QUERIES, key=demo_keys["acme"]["analyst"], json=body).json()
+    for row in release["rows"]:
+        # Stored rows average about 48 a customer: every row is clamped to count x 20.
+        clamped = 20 * 100 * truth["customers"][row["region"]]
+        error = abs(row["spend"]["value"] * 100 - clamped)
+        assert error <= SLACK * scale["sum:shopco.store_weeks.spend"]
+
+
 REFUSED: list[tuple[str, str, dict[str, Any], int, str, str]] = [
     (
         "a join of aggregate rows",
