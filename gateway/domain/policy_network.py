@@ -98,11 +98,8 @@ def parse_networks(
             raise InvalidPolicy(path, "a network may not have the name of a dataset")
         if not isinstance(entry, Mapping):
             raise InvalidPolicy(path, "must be a mapping")
-        unknown = sorted(str(k) for k in set(entry) - _FIELDS)
-        if unknown:
-            raise InvalidPolicy(
-                f"{path}.{unknown[0]}", f"unknown field (allowed: {', '.join(sorted(_FIELDS))})"
-            )
+        if set(entry) - _FIELDS:  # named by its mapping: an unknown key is not repeated
+            raise InvalidPolicy(path, f"unknown field (allowed: {', '.join(sorted(_FIELDS))})")
         members = entry.get("datasets")
         if not isinstance(members, list) or len(members) < 2:
             raise InvalidPolicy(f"{path}.datasets", "must list at least two datasets")

@@ -130,7 +130,7 @@ INVALID: list[tuple[str, Mutation, str]] = [
     ("network of one", put(*NETWORK, "datasets", ["shopco.store_weeks"]), f"{N}.datasets"),
     ("network without member column", drop(*NETWORK, "member_column"), f"{N}.member_column"),
     ("network minimum peers zero", put(*NETWORK, "min_peers", 0), f"{N}.min_peers"),
-    ("unknown network field", put(*NETWORK, "public", True), f"{N}.public"),
+    ("unknown network field", put(*NETWORK, "public", True), N),  # the key is not repeated
 ]
 
 # Documents only the parser refuses.
