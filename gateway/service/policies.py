@@ -11,6 +11,7 @@ independent of policy versions, and a lowered budget leaves an analyst at zero, 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -24,6 +25,7 @@ from gateway.service.access import active_policy, member_collaboration, require_
 from gateway.service.context import Services, record
 
 MAX_POLICY_BYTES = 256 * 1024
+POLICY_MEDIA_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "application/json")
 
 
 def read_policy(services: Services, principal: Principal, collab_id: str) -> dict[str, Any]:
@@ -41,6 +43,8 @@ def read_policy(services: Services, principal: Principal, collab_id: str) -> dic
 
 
 def _load(body: bytes, media_type: str) -> tuple[str, Policy]:
+    if media_type not in POLICY_MEDIA_TYPES:
+        raise InvalidRequest("Content-Type must be application/yaml or JSON")
     if len(body) > MAX_POLICY_BYTES:
         raise InvalidRequest(f"policy: at most {MAX_POLICY_BYTES} bytes")
     try:
@@ -62,6 +66,73 @@ def _check_members(policy: Policy, collab_id: str, members: tuple[str, ...]) -> 
     for org in policy.budgets:
         if org not in members:
             raise InvalidPolicy(f"budgets.{org}", "the organisation is not a member")
+
+
+@dataclass(frozen=True)
+class PolicyCheck:
+    """A draft that a proposal would accept, as it would be stored, and who must approve it.
+
+    Attributes:
+        collaboration: The collaboration it was checked for (the caller's organisation is a
+            member).
+        text: The document as a version would store it (a JSON body becomes YAML).
+        policy: The parsed draft.
+        active: The active version it was checked against (None before the first policy).
+        required: The organisations whose approval it needs, the proposer's included.
+    """
+
+    collaboration: Collaboration
+    text: str
+    policy: Policy
+    active: PolicyVersion | None
+    required: tuple[str, ...]
+
+    @property
+    def active_version(self) -> int | None:
+        return self.active.version if self.active else None
+
+
+def check_policy(
+    services: Services,
+    principal: Principal,
+    collab_id: str,
+    text: bytes | str,
+    media_type: str,
+) -> PolicyCheck:
+    """Check a draft exactly as a proposal is checked, and say whose approval it would need.
+
+    The one implementation of "may this caller propose this document": :func:`put_policy`
+    runs it, and so does the console's draft check. It reads the active policy and stores
+    nothing (no version, no approval, no audit event). Whether another proposal is pending
+    is not part of it: that is a question of when, not of what.
+
+    Raises:
+        Forbidden: the caller is not a compliance officer, or its organisation owns no
+            dataset in the active or proposed policy.
+        NotFound: the caller's organisation is not a member (or no such collaboration).
+        InvalidRequest: not a policy media type, too large, or not UTF-8.
+        InvalidPolicy: the document does not validate, or names another collaboration or
+            a non-member (path and rule named, never the non-member's id).
+
+    Example:
+        >>> check_policy(services, officer, "acme-bigmart-cx", document, "application/yaml")
+        PolicyCheck(collaboration=..., text=..., policy=..., active=..., required=('acme',))
+    """
+    require_role(principal, "compliance")
+    collab = member_collaboration(services, principal, collab_id)
+    body = text.encode("utf-8") if isinstance(text, str) else text
+    stored, policy = _load(body, media_type)
+    _check_members(policy, collab_id, collab.members)
+    active = services.catalog.active_policy(collab_id)
+    active_parsed = active_policy(services, collab_id)[1] if active else None
+    owners = policy.owners | (active_parsed.owners if active_parsed else frozenset())
+    if principal.org not in owners:
+        raise Forbidden(
+            "only a compliance officer of an organisation that owns a dataset in the "
+            f"policy may propose it; {principal.org!r} owns none"
+        )
+    required = tuple(sorted(affected_owners(active_parsed, policy) | {principal.org}))
+    return PolicyCheck(collab, stored, policy, active, required)
 
 
 def _diff(previous: PolicyVersion | None, text: str, label: str) -> str:
@@ -91,34 +162,32 @@ def put_policy(
 
     Answers ``{"status": "active" | "pending", "version", "approvals", "diff"}``.
 
+    The draft is checked by :func:`check_policy` (outside the lock: parsing a large document
+    takes a while); under the lock, the active version must still be the one it was checked
+    against, so the approvals it needs are never computed against a superseded version.
+
     Raises:
         Forbidden: the caller's organisation owns no dataset in the active or proposed policy.
-        Conflict: another proposal is pending.
+        Conflict: another proposal is pending, or the active version changed meanwhile.
         InvalidPolicy: the document does not validate (path and rule named).
     """
-    require_role(principal, "compliance")
-    collab = member_collaboration(services, principal, collab_id)
-    text, policy = _load(body, media_type)
-    _check_members(policy, collab_id, collab.members)
+    checked = check_policy(services, principal, collab_id, body, media_type)
+    collab, active, required = checked.collaboration, checked.active, checked.required
     with services.lock:
-        active = services.catalog.active_policy(collab_id)
-        active_parsed = active_policy(services, collab_id)[1] if active else None
-        owners = policy.owners | (active_parsed.owners if active_parsed else frozenset())
-        if principal.org not in owners:
-            raise Forbidden(
-                "only a compliance officer of an organisation that owns a dataset in the "
-                f"policy may propose it; {principal.org!r} owns none"
+        now_active = services.catalog.active_policy(collab_id)
+        if (now_active.version if now_active else None) != checked.active_version:
+            raise Conflict(
+                "the active policy changed while this proposal was checked; propose it again"
             )
         pending = services.catalog.policy_versions(collab_id, "pending")
         if pending:
             raise Conflict(
                 f"version {pending[0].version} is pending; approve, reject or withdraw it first"
             )
-        required = tuple(sorted(affected_owners(active_parsed, policy) | {principal.org}))
         status = "active" if required == (principal.org,) else "pending"
         now = services.clock()
         number = services.catalog.add_policy_version(
-            collab_id, text, status, principal.org, now, required
+            collab_id, checked.text, status, principal.org, now, required
         )
         services.catalog.decide_policy(
             collab_id, number, principal.org, "approved", principal.key_id, now, None
@@ -139,7 +208,7 @@ def put_policy(
     )
     if status == "active":
         _record_activation(services, principal, collab, number, active)
-    return _answer(version, _diff(active, text, f"v{number} (proposed)"))
+    return _answer(version, _diff(active, checked.text, f"v{number} (proposed)"))
 
 
 def _record_activation(
