@@ -11,10 +11,7 @@ policies): a caller who may not use a collaboration never gets a byte spooled or
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, Response
@@ -35,7 +32,6 @@ from gateway.domain.model import Principal
 from gateway.service import admin, audit, budget, datasets, policies, queries
 from gateway.service.access import authenticate, authorise, require_role
 from gateway.service.context import Services
-from gateway.service.ingest import format_of
 from gateway.version import __version__
 
 _REFUSALS = {
@@ -232,34 +228,20 @@ def read_collaboration(c: str, svc: Svc, caller: Caller) -> dict[str, Any]:
     },
 )
 async def upload(c: str, name: str, request: Request, svc: Svc, caller: Caller) -> dict[str, Any]:
-    """Stream the body to a private spool file, then validate, tokenise and store it.
+    """Stream the body into a sealed spool, then validate, tokenise and store it.
 
-    Who may upload is checked first, so a refused caller never gets a byte spooled to disk.
+    Who may upload is checked first, so a refused caller never gets a byte spooled to disk; the
+    spool is encrypted under a key that lives only in memory for the length of the upload.
     """
-    await run_in_threadpool(datasets.authorise_upload, svc, caller, c)
-    fmt = format_of(request.headers.get("content-type"))
-    limit = svc.settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
-    spool_dir = svc.settings.upload_tmp_dir
-    spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, spool = tempfile.mkstemp(dir=spool_dir, suffix=".upload")
-    try:
-        size = 0
-        with os.fdopen(fd, "wb") as fh:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
-                fh.write(chunk)
-        if size == 0:
-            raise InvalidRequest("body: the upload is empty")
-        return await run_in_threadpool(
-            datasets.upload_dataset, svc, caller, c, name, Path(spool), fmt
-        )
-    finally:
-        Path(spool).unlink(missing_ok=True)
+    return await datasets.receive_upload(
+        svc,
+        caller,
+        c,
+        name,
+        request.headers.get("content-type"),
+        request.headers.get("content-length"),
+        request.stream(),
+    )
 
 
 @router.get("/collaborations/{c}/datasets", **json_route(m.DatasetsOut, 401, 404, 409))

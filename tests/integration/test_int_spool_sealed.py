@@ -293,3 +293,33 @@ def test_a_body_over_the_limit_is_refused_mid_stream(
     assert (status_for(refused.value), refused.value.code) == (413, "payload_too_large")
     assert state(services, settings) == before
     assert hits(files_under(settings.data_dir), word)[0] == 0
+
+
+def test_the_upload_route_spools_sealed(
+    api: Any, settings: Settings, demo_keys: dict[str, Any]
+) -> None:
+    """Through the HTTP route: halfway through the body, the spool exists, is sealed from its
+    first byte and holds the canary 0 times; afterwards nothing of the upload is left in clear."""
+    word = canary()
+    body = parquet(loyalty(word))
+    seen: list[tuple[int, int, list[bytes]]] = []
+
+    def while_receiving() -> None:
+        spools = list(settings.upload_tmp_dir.iterdir())
+        seen.append(
+            (*hits(files_under(settings.data_dir), word), [p.read_bytes()[:8] for p in spools])
+        )
+
+    response = api.post(
+        f"/v1/collaborations/{DEMO}/datasets/loyalty",
+        key=demo_keys["bigmart"]["contributor"],
+        content=chunks(body, during=while_receiving),
+        headers={"Content-Type": PARQUET},
+    )
+    assert response.status_code == 201, response.text
+    assert len(seen) == 1
+    found, scanned, heads = seen[0]
+    assert found == 0 and scanned > len(body) // 2
+    assert [h[: len(MAGIC)] for h in heads] == [MAGIC]
+    assert list(settings.upload_tmp_dir.iterdir()) == []
+    assert hits(files_under(settings.data_dir), word)[0] == 0
