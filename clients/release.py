@@ -3,7 +3,8 @@
 A release holds only noisy values and their 95% intervals; nothing in it is row-level. Rows of
 public-key groups whose noisy count fell under the policy's minimum group size stay in the
 release with ``"suppressed": true`` and null values, so the table views keep them as rows with
-nulls and ``suppressed = True`` rather than dropping them.
+nulls and ``suppressed = True`` rather than dropping them. A network benchmark's release also
+carries a :class:`~clients.comparison.Comparison` (member minus rest of network, per mean).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from clients.comparison import Comparison
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     from matplotlib.axes import Axes
 
-__all__ = ["Explanation", "Release"]
+__all__ = ["Comparison", "Explanation", "Release"]
 
 _SUPPRESSED = "suppressed"
 
@@ -42,6 +45,8 @@ class Release:
         group_by: The group-by columns, in order.
         rows: One dict per group: group-key values, then ``{"value", "ci95"}`` per aggregate.
         raw: The full JSON object the gateway answered.
+        comparison: For a network benchmark split (one member against the rest of the
+            network), the difference of every mean with its 95% interval; None otherwise.
     """
 
     query_id: str
@@ -52,6 +57,7 @@ class Release:
     group_by: list[str]
     rows: list[dict[str, Any]]
     raw: dict[str, Any]
+    comparison: Comparison | None = None
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Release:
@@ -75,6 +81,7 @@ class Release:
             raise ValueError("release field 'rows' must be a list of objects")
         if not isinstance(budget, dict):
             raise ValueError("release field 'budget' must be an object")
+        comparison = raw.get("comparison")
         return cls(
             query_id=str(_require(raw, "query_id")),
             replay=bool(raw.get("replay", False)),
@@ -84,6 +91,7 @@ class Release:
             group_by=list(group_by),
             rows=[dict(r) for r in rows],
             raw=dict(raw),
+            comparison=None if comparison is None else Comparison.from_json(comparison, group_by),
         )
 
     @property
@@ -165,7 +173,9 @@ class Release:
         """The release as a pandas DataFrame with the columns of :meth:`to_arrow`.
 
         Each aggregate ``a`` gives ``a`` (the value), ``a_ci95_low`` and ``a_ci95_high``;
-        suppressed groups are rows with ``suppressed = True`` and NaN values.
+        suppressed groups are rows with ``suppressed = True`` and NaN values. A benchmark's
+        :attr:`comparison` has rows of its own (one per combination of the other keys, not
+        per group), so it is a table of its own: ``release.comparison.to_pandas()``.
 
         Raises:
             ImportError: pandas is not installed (``pip install 'insight-gateway[pandas]'``).
