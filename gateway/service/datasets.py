@@ -88,6 +88,36 @@ async def receive_upload(
         GatewayError: whatever ``upload_dataset`` refuses.
     """
     await to_thread.run_sync(authorise_upload, services, principal, collab_id)
+    refusal: GatewayError | None = None
+    try:
+        return await _receive(
+            services, principal, collab_id, name, content_type, content_length, body, checks
+        )
+    except GatewayError as exc:
+        # Drop the frames (and the Arrow buffers they hold) before handing freed memory back: a
+        # refused bomb would otherwise leave the process at its peak size.
+        refusal = exc.with_traceback(None)
+        refusal.__context__ = refusal.__cause__ = None
+    await to_thread.run_sync(_release_arrow_memory)
+    raise refusal
+
+
+def _release_arrow_memory() -> None:
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
+async def _receive(
+    services: Services,
+    principal: Principal,
+    collab_id: str,
+    name: str,
+    content_type: str | None,
+    content_length: str | None,
+    body: AsyncIterable[bytes],
+    checks: Sequence[BatchCheck],
+) -> dict[str, Any]:
     fmt = format_of(content_type)
     limit = services.settings.max_upload_bytes
     too_large = PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")

@@ -100,7 +100,7 @@ def _csv_header_check(body: BinaryIO, policy: DatasetPolicy) -> None:
 
 
 def _parquet_batches(
-    body: BinaryIO, policy: DatasetPolicy
+    body: BinaryIO, policy: DatasetPolicy, limit: int
 ) -> tuple[list[str], Iterator[pa.RecordBatch]]:
     pf = pq.ParquetFile(body)
     meta = pf.metadata
@@ -115,6 +115,18 @@ def _parquet_batches(
     pf = pq.ParquetFile(body, read_dictionary=strings)
     # Hidden columns are never decoded: they are dropped anyway (unknown ones are refused).
     read = [n for n in schema.names if n not in policy.columns or policy.columns[n].use != "hidden"]
+    # The footer declares each column chunk's size once decompressed: a bomb that declares more
+    # than the allowance is refused before a page is inflated (one giant cell would otherwise
+    # be decompressed whole, a batch being at least one row).
+    wanted = set(read)
+    declared = sum(
+        group.column(j).total_uncompressed_size
+        for group in (meta.row_group(i) for i in range(meta.num_row_groups))
+        for j in range(group.num_columns)
+        if group.column(j).path_in_schema in wanted
+    )
+    if declared > limit:
+        raise InvalidDataset(f"the file expands to more than {limit} bytes when decoded")
     batches = pf.iter_batches(batch_size=_BATCH_ROWS, columns=read)
     return schema.names, _counted(batches, meta.num_rows)
 
@@ -130,12 +142,12 @@ def _counted(batches: Iterator[pa.RecordBatch], declared: int) -> Iterator[pa.Re
 
 
 def _batches(
-    body: BinaryIO, fmt: str, policy: DatasetPolicy
+    body: BinaryIO, fmt: str, policy: DatasetPolicy, limit: int
 ) -> tuple[list[str], Iterator[pa.RecordBatch]]:
     """Column names and a batch iterator; CSV columns are read as text and cast later."""
     try:
         if fmt == PARQUET:
-            return _parquet_batches(body, policy)
+            return _parquet_batches(body, policy, limit)
         if fmt == ARROW:
             return _arrow_batches(body)
         _csv_header_check(body, policy)
@@ -302,7 +314,7 @@ def ingest(
             ``checks`` raises.
     """
     limit = _decoded_limit(body, max_decoded_bytes)
-    names, batches = _batches(body, fmt, policy)
+    names, batches = _batches(body, fmt, policy, limit)
     if len(names) > _max_columns(policy):
         raise _too_many_columns(len(names), policy)
     _check_columns(names, policy)
