@@ -189,6 +189,8 @@ def _groups(
     return keys, {"count": [kept[group_label(k)] for k in keys]}
 
 
+# As many workers as cores: more measured slower (three groups of 28,572 candidates, 2 cores:
+# 221 ms with 2 workers, 244 ms with 1, 308 ms with 3, 354 ms with 4).
 _SELECTION_THREADS = max(1, min(4, os.cpu_count() or 1))
 _PARALLEL_CELLS = 512  # below this, handing work to threads costs more than it saves
 _selection_pool: ThreadPoolExecutor | None = None
