@@ -19,8 +19,10 @@
 #
 # **Before you start**: `make run` in the repository starts the gateway on
 # http://127.0.0.1:8000 with the demo collaboration; set `INSIGHTGW_URL` and `INSIGHTGW_KEYS`
-# to use another gateway or keys file. The charts are most interesting after running the
-# **retailer_upload** and **brand_analyst** notebooks.
+# to use another gateway or keys file. The trail and the chart are richer after the
+# **retailer_upload** and **brand_analyst** notebooks, but any order works: on a fresh
+# gateway, where nobody has asked anything yet, this notebook has ACME's analyst ask one
+# question so that there is a query to audit.
 
 # %%
 import json
@@ -28,6 +30,7 @@ import os
 import re
 from pathlib import Path
 
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 import yaml
@@ -159,7 +162,12 @@ versions().tail(4)
 # Every upload, policy step and query that touched ACME's data is an **audit event**: who
 # (organisation and role), when, what, and the details: for a query, its plan or SQL, the ε
 # spent and the policy version, never a data value. Events that touch only BigMart's data are
-# not shown to you. The trail is read page by page (`after` = the last sequence number seen):
+# not shown to you. The trail is read page by page (`after` = the last sequence number seen).
+#
+# On a fresh gateway nobody has asked a question yet. Then the next cell has ACME's analyst
+# ask one, a count of survey respondents per segment at ε = 0.1, so that the trail shows a
+# query. (As with BigMart's officer above, in real life that is someone else, with their own
+# key: a compliance key cannot run queries.)
 
 
 # %%
@@ -174,6 +182,15 @@ def all_events(page: int = 500) -> list[dict]:
 
 
 events = all_events()
+if not any(e["action"] == "query.released" for e in events):
+    with GatewayClient(GATEWAY_URL, keys["acme"]["analyst"]) as acme_analyst:
+        first = acme_analyst.query(
+            COLLABORATION,
+            sql="SELECT segment, COUNT(*) AS customers FROM acme.survey GROUP BY segment",
+            epsilon=0.1,
+        )
+    print(f"no query yet: ACME's analyst asked one (ε = {first.epsilon_spent})")
+    events = all_events()
 trail = pd.DataFrame(
     {
         "seq": e["seq"],
@@ -216,33 +233,52 @@ print(f"first bad event: {check['first_bad']}")
 # %% [markdown]
 # ## 7. Budget use per analyst organisation over time
 #
-# The released queries in the trail, with the ε each spent, give each analyst organisation's
-# spending over time; the dashed lines are this month's budgets. Queries that failed after
-# their budget was reserved count too: reserved budget is never refunded. You see the queries
-# that touched ACME's data; the budget table below the chart counts every query.
+# The gateway's **ledger** records every charge to a budget. `budget_history` reads it: for
+# each analyst organisation and budget period (this month, and earlier months that had
+# charges), the cumulative ε spent after each charge (summed per day once there are many).
+# It counts every query, not only those in your trail: a query on BigMart's data alone spends
+# BigMart's budget too, and one that failed after its budget was reserved stays spent
+# (reserved budget is never refunded). The dashed lines are the budgets; each month starts
+# again from zero.
 
 # %%
-spending = trail[trail["action"].isin(["query.released", "query.failed"])].copy()
-fig, ax = plt.subplots(figsize=(9, 4))
-if spending.empty:
-    ax.text(0.5, 0.5, "no query has spent budget yet", ha="center", transform=ax.transAxes)
+history = acme.budget_history(COLLABORATION)  # per organisation: earlier periods, then this one
+this_period = {series["org"]: series for series in history}  # the last series of each org
+budgets_now = pd.DataFrame(acme.budget(COLLABORATION)).set_index("org")
 now = pd.Timestamp.now(tz="UTC")
-colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
-for org, spent in spending.groupby("org")["ε spent"]:
-    colour = next(colours)
-    times = [*trail.loc[spent.index, "at"], now]  # the line runs on to the present
-    totals = [*spent.cumsum(), spent.sum()]
-    ax.step(times, totals, where="post", color=colour, label=f"{org} spent")
-    ax.plot(times[:-1], totals[:-1], "o", color=colour)
-    total = budgets.loc[org, "epsilon_total"]
-    ax.axhline(total, color=colour, linestyle="--", label=f"{org} budget")
+palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+colours = {org: palette[i % len(palette)] for i, org in enumerate(budgets_now.index)}
+
+fig, ax = plt.subplots(figsize=(9, 4))
+for series in history:
+    org, points = series["org"], series["points"]
+    if not points:
+        continue
+    times = [pd.Timestamp(point["at"]) for point in points]
+    spent = [point["epsilon_spent"] for point in points]
+    ax.plot(times, spent, "o", color=colours[org])
+    # From zero just before the first charge, a step per charge, on to the present.
+    line_times, line_spent = [times[0], *times], [0.0, *spent]
+    if series is this_period[org]:
+        line_times, line_spent = [*line_times, now], [*line_spent, spent[-1]]
+    label = f"{org} spent" if series is this_period[org] else None
+    ax.step(line_times, line_spent, where="post", color=colours[org], label=label)
+for org, budget in budgets_now.iterrows():
+    ax.axhline(budget["epsilon_total"], color=colours[org], linestyle="--", label=f"{org} budget")
+if not any(series["points"] for series in history):
+    ax.text(0.5, 0.5, "no query has spent budget yet", ha="center", transform=ax.transAxes)
+ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
 ax.set_xlabel("time (UTC)")
-ax.set_ylabel("cumulative ε")
+ax.set_ylabel("cumulative ε in the period")
 ax.set_title("Privacy budget spent per analyst organisation")
 ax.legend(fontsize="small")
-fig.autofmt_xdate()
 plt.show()
-pd.DataFrame(acme.budget(COLLABORATION)).set_index("org")[["epsilon_spent", "epsilon_left"]]
+
+for org, series in this_period.items():
+    spent_now = series["points"][-1]["epsilon_spent"] if series["points"] else 0.0
+    steps = "charges" if series["bucket"] == "query" else f"{series['bucket']}s with charges"
+    print(f"{org} in {series['period']}: ε {spent_now:g} spent; {steps}: {len(series['points'])}")
+budgets_now[["epsilon_total", "epsilon_spent", "epsilon_left", "resets_at"]]
 
 # %% [markdown]
 # ## What happened
@@ -251,7 +287,7 @@ pd.DataFrame(acme.budget(COLLABORATION)).set_index("org")[["epsilon_spent", "eps
 #   approved it, refused a change that would have exposed ACME's customers more, and restored
 #   the demo policy: every step is a version that stays readable.
 # - You read every event that touched ACME's data, checked that the chain is intact, and saw
-#   how much each analyst organisation has spent.
+#   how much each analyst organisation has spent, charge by charge, from the ledger.
 # - The same is available from the shell: `insightgw policy …`, `insightgw audit …`,
 #   `insightgw budget` (see the README).
 

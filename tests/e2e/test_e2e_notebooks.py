@@ -5,7 +5,8 @@ through a kernel spec written to a temporary directory, so nothing depends on a 
 Jupyter install or on which ``python`` is on PATH. The gateway is this module's
 ``insightgw serve --demo`` on a free port; the notebooks find it through ``INSIGHTGW_URL`` and
 ``INSIGHTGW_KEYS``, as a newcomer's would find ``make run``'s defaults. Beyond "no cell
-failed", each test checks the notebook's key outputs and what the gateway recorded.
+failed", each test checks the notebook's key outputs and what the gateway recorded. Each test
+passes alone as well as after the others (a newcomer may open any notebook first).
 """
 
 from __future__ import annotations
@@ -201,14 +202,23 @@ def test_brand_analyst(run_notebook: Any, gateway: Any, keys: dict[str, Any]) ->
     assert after["epsilon_spent"] - before["epsilon_spent"] == pytest.approx(0.75, abs=1e-9)
 
 
+def _queries_audited(officer: GatewayClient) -> int:
+    events = officer.audit(C, limit=1000)
+    return sum(e["action"] == "query.released" for e in events)
+
+
 def test_compliance_officer(run_notebook: Any, gateway: Any, keys: dict[str, Any]) -> None:
     with GatewayClient(gateway.url, keys["acme"]["compliance"]) as officer:
         demo_policy = officer.policy_document(C)["document"]
         first_new = len(officer.policy_versions(C)) + 1
+        queried_before = _queries_audited(officer)
+        acme_before = _budget(gateway, keys, "acme")
         notebook = run_notebook("compliance_officer")
         versions = {v["version"]: v for v in officer.policy_versions(C)}
         active = officer.policy_document(C)
         verified = officer.verify_audit(C)
+        queried_after = _queries_audited(officer)
+        history = officer.budget_history(C)
     assert _errors(notebook) == []
     assert _our_warnings(notebook) == []
     text = _text(notebook)
@@ -218,6 +228,20 @@ def test_compliance_officer(run_notebook: Any, gateway: Any, keys: dict[str, Any
     assert "chain ok: True" in text
     assert "compliance officer notebook done" in text
     assert _images(notebook) >= 1
+
+    # On a gateway nobody has queried (this test alone, or a fresh `make run`), the notebook
+    # has ACME's analyst ask one question, so the trail shows one; otherwise it asks nothing.
+    asked = "no query yet: ACME's analyst asked one (ε = 0.1)" in text
+    assert asked == (queried_before == 0)
+    assert queried_after == queried_before + asked >= 1
+    acme_spent = _budget(gateway, keys, "acme")["epsilon_spent"]
+    assert acme_spent == pytest.approx(acme_before["epsilon_spent"] + 0.1 * asked, abs=1e-9)
+    # The chart's figures are the ledger's (budget_history), one line per analyst organisation.
+    for org in ("acme", "bigmart"):
+        [current] = [s for s in history if s["org"] == org][-1:]
+        spent = _budget(gateway, keys, org)["epsilon_spent"]
+        charges = len(current["points"])
+        assert f"{org} in {current['period']}: ε {spent:g} spent; charges: {charges}" in text
 
     # What the gateway recorded: stricter rule approved, BigMart's budget rise rejected, and
     # the demo policy back in force as a new version.
