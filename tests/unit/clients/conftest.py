@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -104,3 +105,20 @@ def make_async_client(fake: FakeGateway) -> Callable[[], AsyncGatewayClient]:
 @pytest.fixture
 def release_json() -> dict[str, Any]:
     return copy.deepcopy(RELEASE_JSON)
+
+
+@pytest.fixture
+def uninstall(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """``uninstall("pandas")``: for the rest of the test, importing it fails as if absent."""
+
+    def hide(package: str) -> None:
+        real_import = builtins.__import__
+
+        def refuse(name: str, *args: Any, **kwargs: Any) -> Any:
+            if name == package or name.startswith(f"{package}."):
+                raise ImportError(f"No module named {package!r}")
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", refuse)
+
+    return hide

@@ -6,9 +6,9 @@ gateway in tests/integration/test_int_sdk_comparison.py).
 
 from __future__ import annotations
 
-import builtins
 import copy
 import math
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -134,18 +134,11 @@ def test_to_pandas(benchmark: dict[str, Any]) -> None:
 
 
 def test_to_pandas_without_pandas_says_what_to_install(
-    benchmark: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    benchmark: dict[str, Any], uninstall: Callable[[str], None]
 ) -> None:
     comparison = Release.from_json(benchmark).comparison
     assert comparison is not None
-    real_import = builtins.__import__
-
-    def no_pandas(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ImportError("No module named 'pandas'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pandas)
+    uninstall("pandas")
     with pytest.raises(ImportError, match=r"insight-gateway\[pandas\]"):
         comparison.to_pandas()
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import builtins
 import copy
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -130,15 +130,8 @@ def test_unknown_measure_is_refused_before_drawing(release_json: dict[str, Any])
 
 
 def test_without_matplotlib_says_what_to_install(
-    release_json: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    release_json: dict[str, Any], uninstall: Callable[[str], None]
 ) -> None:
-    real_import = builtins.__import__
-
-    def no_matplotlib(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "matplotlib" or name.startswith("matplotlib."):
-            raise ImportError("No module named 'matplotlib'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    uninstall("matplotlib")
     with pytest.raises(ImportError, match=r"insight-gateway\[plot\]"):
         Release.from_json(copy.deepcopy(release_json)).plot("customers")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -116,16 +116,9 @@ def test_to_pandas(release_json: dict[str, Any]) -> None:
 
 
 def test_to_pandas_without_pandas_says_what_to_install(
-    release_json: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    release_json: dict[str, Any], uninstall: Callable[[str], None]
 ) -> None:
-    real_import = builtins.__import__
-
-    def no_pandas(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ImportError("No module named 'pandas'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pandas)
+    uninstall("pandas")
     with pytest.raises(ImportError, match=r"insight-gateway\[pandas\]"):
         Release.from_json(release_json).to_pandas()
 
