@@ -3,18 +3,24 @@
 After every refusal, ``/v1/health`` answers 200 and a normal query (count by region on
 ``bigmart.loyalty``, ε 0.1) still works. A gzip bomb does not apply: bodies are never
 gunzipped (no ``Content-Encoding`` is honoured and ``application/gzip`` is a 415). The 1 GB
-line and peak-memory figures are in ``bench/hostile_uploads.py``.
+line and peak-memory figures are in ``bench/hostile_uploads.py``; the Arrow IPC bomb's peak is
+also checked here, in process.
 """
 
 from __future__ import annotations
 
 import io
+import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.ipc as paipc
 import pyarrow.parquet as pq
 import pytest
 
@@ -229,5 +235,77 @@ def test_a_bomb_under_max_decoded_bytes_is_refused_by_its_expansion_ratio(
     error = assert_error(response, 422, "invalid_dataset")
     assert "expands to more than" in error["message"]
     assert time.monotonic() - started < 30  # a few batches, not 5,000,000 tokens
+    assert snapshot() == before
+    still_healthy()
+
+
+def arrow_zstd_bomb(rows: int) -> bytes:
+    """One zstd-compressed Arrow record batch of ``rows`` rows of zeros (dictionary indices and
+    numbers): about ``28 * rows`` bytes once decoded, about ``rows / 700`` bytes on the wire."""
+    zeros = pa.py_buffer(np.zeros(rows, dtype=np.int64))  # calloc: never touched, never resident
+
+    def number(kind: pa.DataType) -> pa.Array:
+        return pa.Array.from_buffers(kind, rows, [None, zeros])
+
+    def repeated(value: str) -> pa.Array:
+        return pa.DictionaryArray.from_arrays(number(pa.int32()), pa.array([value]))
+
+    strings = {"customer_key": "k" * 250, "region": "north", "store_id": "S001", "channel": "web"}
+    columns = {name: repeated(value) for name, value in strings.items()}
+    columns |= {"spend_90d": number(pa.float64()), "visits_90d": number(pa.int64())}
+    table = pa.table(columns | {"nps_score": number(pa.int64())})
+    sink = pa.BufferOutputStream()
+    options = paipc.IpcWriteOptions(compression="zstd")
+    with paipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_batch(table.to_batches(max_chunksize=rows)[0])
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def rss_mib() -> float:
+    found = re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    assert found is not None
+    return int(found.group(1)) / 1024
+
+
+@contextmanager
+def peak_rss_mib() -> Iterator[list[float]]:
+    """This process's highest resident memory while the block runs, sampled every millisecond
+    (inflating 700 MB takes hundreds of them); the list holds it once the block is done."""
+    peak = [rss_mib()]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.001):
+            peak[0] = max(peak[0], rss_mib())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+        peak[0] = max(peak[0], rss_mib())
+
+
+def test_an_arrow_zstd_bomb_is_refused_from_its_metadata_before_it_is_inflated(
+    upload: Any, snapshot: Any, assert_error: Any, still_healthy: Callable[[], None]
+) -> None:
+    """25M rows in one batch: ~700 MB once decoded (about 6 GB with the customer keys'
+    dictionary expanded) in a ~30 KB body. The guard reads the batch's declared size from its
+    metadata and refuses it before pyarrow inflates it: the process does not grow by 100 MB
+    (before the guard it peaked about 1 GB higher), and nothing is spent or stored."""
+    body = arrow_zstd_bomb(25_000_000)
+    assert len(body) < 64 * 1024
+    before = snapshot()
+    rss_before = rss_mib()
+    started = time.monotonic()
+    with peak_rss_mib() as peak:
+        response = upload("bigmart", "loyalty", body, ARROW)
+    error = assert_error(response, 422, "invalid_dataset")
+    assert error["message"] == f"the file expands to more than {64 * 1024**2} bytes when decoded"
+    assert peak[0] - rss_before < 100, (rss_before, peak[0])
+    assert rss_mib() - rss_before < 100
+    assert time.monotonic() - started < 5
     assert snapshot() == before
     still_healthy()
