@@ -161,7 +161,7 @@ def _batches(
             ),
         )
         return csv_reader.schema.names, iter(csv_reader)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise _unreadable(fmt, exc) from None
 
 
@@ -359,7 +359,7 @@ def ingest(
     except _StoreFailed as failed:  # the store's own error (e.g. a full disk), not the file's
         assert failed.__cause__ is not None
         raise failed.__cause__ from None
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise _unreadable(fmt, exc) from None
     if rows == 0:
         raise InvalidDataset("the file has no rows")

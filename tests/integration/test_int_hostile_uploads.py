@@ -309,3 +309,24 @@ def test_an_arrow_zstd_bomb_is_refused_from_its_metadata_before_it_is_inflated(
     assert time.monotonic() - started < 5
     assert snapshot() == before
     still_healthy()
+
+
+def test_a_parquet_column_name_that_is_not_utf8_is_a_422(
+    base: pa.Table,
+    upload: Any,
+    snapshot: Any,
+    assert_error: Any,
+    still_healthy: Callable[[], None],
+) -> None:
+    """A footer whose column name is not UTF-8 (patched in place: same length) is refused as an
+    unreadable file, not a server error."""
+    sink = io.BytesIO()
+    pq.write_table(base.rename_columns([*base.column_names[:-1], "zz_name"]), sink)
+    body = sink.getvalue()
+    assert body.count(b"zz_name") >= 1
+    forged = body.replace(b"zz_name", b"zz_\x89\xfe\xff\x80")
+    before = snapshot()
+    response = upload("bigmart", "loyalty", forged, "application/vnd.apache.parquet")
+    assert_error(response, 422, "invalid_dataset")
+    assert snapshot() == before
+    still_healthy()
