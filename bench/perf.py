@@ -23,8 +23,9 @@ Systems, side by side in one run:
 
 (a) and (b) run back to back, alternating which goes first, in the same process; so do (a)
 and (c). Every gateway run is a new query (ε differs by 1e-9 from the last: never a replay).
-The first gateway query after start-up decrypts the datasets into the hot database; it is
-reported as ``cold_ms`` and left out of the medians. Accuracy: for every group of every run,
+The first use of a dataset runs on a per-query connection over its decrypted Arrow table and
+the second loads it into the hot database; both are reported (``cold_ms``, ``admit_ms``) and
+left out of the medians. Accuracy: for every group of every run,
 |released − exact| / |exact| over the clamped data; the median per query, gateway runs (b and
 c) against OpenDP's. The 1-minute load average is recorded at the start and end of each phase.
 
@@ -161,6 +162,7 @@ class Measured:
     query: PerfQuery
     ms: list[float] = field(default_factory=list)
     cold_ms: float | None = None
+    admit_ms: float | None = None
     rel_errors: dict[str, list[float]] = field(default_factory=dict)
     note: str = ""
 
@@ -269,14 +271,16 @@ def measure_in_process(
             gm.add_errors(release["rows"], exact[q.key])
             return ms
 
-        gm.cold_ms = gateway()
+        gm.cold_ms = gateway()  # a first use: a per-query connection over decrypted tables
+        gm.admit_ms = gateway()  # a second use: its datasets are loaded into the hot database
         floor.run(q.floor_sql)
         fm.ms, gm.ms = _interleave(repeats, lambda q=q: floor.run(q.floor_sql), gateway)
         floors.append(fm)
         gateways.append(gm)
         print(
             f"  {q.key:<7} (a) {fm.median_ms:8.1f} ms  (b) {gm.median_ms:8.1f} ms  "
-            f"b/a {gm.median_ms / fm.median_ms:5.2f}  (cold {gm.cold_ms:,.0f} ms)",
+            f"b/a {gm.median_ms / fm.median_ms:5.2f}  (first {gm.cold_ms:,.0f} ms, "
+            f"second {gm.admit_ms:,.0f} ms)",
             flush=True,
         )
     return floors, gateways
@@ -308,6 +312,7 @@ def measure_http(
                 return ms
 
             hm.cold_ms = http()
+            hm.admit_ms = http()
             floor.run(q.floor_sql)
             fm.ms, hm.ms = _interleave(repeats, lambda q=q: floor.run(q.floor_sql), http)
             floors.append(fm)
@@ -496,6 +501,7 @@ def report(measured: list[Measured], args: Any, loads: dict[str, float], run_s: 
                 "min_ms": round(min(m.ms), 1) if m.ms else None,
                 "max_ms": round(max(m.ms), 1) if m.ms else None,
                 "cold_ms": None if m.cold_ms is None else round(m.cold_ms, 1),
+                "admit_ms": None if m.admit_ms is None else round(m.admit_ms, 1),
                 "median_rel_error": m.median_rel_error() if m.rel_errors else None,
                 "median_rel_error_by_output": {
                     k: float(np.median(v)) for k, v in m.rel_errors.items()

@@ -18,7 +18,10 @@ spill decrypted rows to disk (it fails a query instead), and external access (fi
 is off before any data is loaded. The tables hold only what the encrypted store holds; they
 are never returned to a caller, only read by compiled queries whose results go to the DP layer.
 
-Entries are keyed by dataset version *and* layout: a new upload is a new version, and a policy
+A version is loaded on its second use: the first query runs on a per-query connection over the
+decrypted Arrow tables, so a version queried once costs no load and evicts nothing, and the
+first query after start-up is not slowed by building tables. Entries are keyed by dataset
+version *and* layout: a new upload is a new version, and a policy
 change that moves a measure's bounds is a new layout, so a stale table is never read. Older
 entries of a dataset are dropped as soon as a newer one is loaded (or :meth:`HotDatasets.retain`
 is told which versions are current), the least recently used go when the memory cap would be
@@ -129,17 +132,25 @@ class _Entry:
     stale: bool = False
 
 
+_SEEN_KEPT = 1024  # keys remembered for admission (a few bytes each)
+
+
 @dataclass
 class HotDatasets:
     """The hot database and its entries; safe to use from several threads.
 
     ``capacity_bytes`` caps the (estimated) memory of the tables kept; 0 keeps none.
+    ``admit_after``: a version is loaded on its n-th use (2 by default: a version queried
+    once, such as a fresh upload checked once, costs no load and evicts nothing; the first
+    query after start-up is not slowed by building tables it may never use again).
     """
 
     capacity_bytes: int
     query_memory_limit: str = "4GB"
     threads: int | None = None
+    admit_after: int = 2
     _entries: OrderedDict[HotKey, _Entry] = field(default_factory=OrderedDict)
+    _seen: OrderedDict[HotKey, int] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _loading: dict[HotKey, threading.Lock] = field(default_factory=dict)
     _reserved: int = 0
@@ -199,9 +210,10 @@ class HotDatasets:
         """Hot tables for ``wanted`` (dataset id -> key, loader, layout), pinned while in use.
 
         Loads what is missing, several datasets at once (``loader`` returns the decrypted Arrow
-        table). Yields None when the datasets do not fit under the cap together: the caller
-        then runs on a per-query connection instead. Pinned tables are never dropped; a table
-        superseded while pinned is dropped when its last pin goes.
+        table). Yields None when a dataset is not admitted yet (fewer than ``admit_after``
+        uses) or the datasets do not fit under the cap together: the caller then runs on a
+        per-query connection instead. Pinned tables are never dropped; a table superseded
+        while pinned is dropped when its last pin goes.
         """
         pinned: list[HotKey] = []
         try:
@@ -215,6 +227,9 @@ class HotDatasets:
                 else:
                     pinned.append(key)
                     tables[dataset_id] = table
+            if not all([self._admitted(key) for _, key, _, _ in missing]):
+                yield None
+                return
             if len(missing) == 1:
                 dataset_id, key, load, layout = missing[0]
                 loaded = [self._acquire(key, load, layout)]
@@ -247,6 +262,17 @@ class HotDatasets:
                     entry.stale = True
             dropped = self._sweep()
         self._drop(dropped)
+
+    def _admitted(self, key: HotKey) -> bool:
+        """Count a use of ``key``; True from its ``admit_after``-th use on."""
+        if self.capacity_bytes <= 0:
+            return False
+        with self._lock:
+            uses = self._seen.pop(key, 0) + 1
+            self._seen[key] = uses
+            while len(self._seen) > _SEEN_KEPT:
+                self._seen.popitem(last=False)
+            return uses >= self.admit_after
 
     def _pin_loaded(self, key: HotKey) -> HotTable | None:
         with self._lock:

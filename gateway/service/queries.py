@@ -5,11 +5,12 @@ the privacy argument: parse → check against the active policy → certify the 
 the ledger (one transaction that refuses to overspend) → compute exact cells in DuckDB → draw
 OpenDP noise → store the release for replays → audit. Exact cells never leave this function.
 
-Exact cells come from the hot database (:mod:`gateway.engine.hot`): each dataset version is
-decrypted once and kept in memory as DuckDB tables, keyed by its version and by the layout the
-active policy gives it (bounded measures in fixed point), so neither a new upload nor a policy
-change that moves a bound can let a query read a stale table. What does not fit under
-``hot_cache_bytes`` runs on a per-query connection over the decrypted Arrow tables.
+Exact cells come from the hot database (:mod:`gateway.engine.hot`): from its second query on,
+a dataset version is kept in memory as DuckDB tables, keyed by its version and by the layout
+the active policy gives it (bounded measures in fixed point), so neither a new upload nor a
+policy change that moves a bound can let a query read a stale table. A first query, and what
+does not fit under ``hot_cache_bytes``, runs on a per-query connection over the decrypted
+Arrow tables.
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ PLANS: list[dict[str, Any]] = [
 
 @pytest.fixture
 def hot() -> Any:
-    hot = HotDatasets(capacity_bytes=64 * 1024**2)
+    hot = HotDatasets(capacity_bytes=64 * 1024**2, admit_after=1)
     yield hot
     hot.close()
 
@@ -291,7 +291,7 @@ def _tables_in(hot: HotDatasets) -> set[str]:
 
 
 def test_a_dataset_larger_than_the_cap_is_not_kept() -> None:
-    hot = HotDatasets(capacity_bytes=SHOP_TABLE.nbytes // 2)
+    hot = HotDatasets(capacity_bytes=SHOP_TABLE.nbytes // 2, admit_after=1)
     try:
         with hot.pin(loaders(hot, {SHOP: SHOP_TABLE})) as tables:
             assert tables is None
@@ -303,7 +303,7 @@ def test_a_dataset_larger_than_the_cap_is_not_kept() -> None:
 
 def test_datasets_that_fit_alone_but_not_together_are_not_kept_together() -> None:
     both = SHOP_TABLE.nbytes + SURVEY_TABLE.nbytes
-    hot = HotDatasets(capacity_bytes=int(both * 0.9))
+    hot = HotDatasets(capacity_bytes=int(both * 0.9), admit_after=1)
     try:
         with hot.pin(loaders(hot, TABLES)) as tables:
             assert tables is None
@@ -317,7 +317,9 @@ def test_datasets_that_fit_alone_but_not_together_are_not_kept_together() -> Non
 
 def test_the_least_recently_used_unpinned_table_makes_room() -> None:
     small = {f"d{i}": shop_table(500, seed=i) for i in range(3)}
-    hot = HotDatasets(capacity_bytes=int(max(t.nbytes for t in small.values()) * 2.5))
+    hot = HotDatasets(
+        capacity_bytes=int(max(t.nbytes for t in small.values()) * 2.5), admit_after=1
+    )
     try:
 
         def pin(name: str) -> None:
@@ -412,6 +414,28 @@ def test_a_failed_load_leaves_nothing_behind(hot: Any) -> None:
     assert hot.loaded_keys() == [] and hot.used_bytes == 0 and hot._reserved == 0
     with hot.pin(loaders(hot, TABLES)) as tables:
         assert tables is not None
+
+
+def test_a_version_is_loaded_from_its_second_use_by_default() -> None:
+    hot = HotDatasets(capacity_bytes=64 * 1024**2)
+    calls = []
+
+    def load() -> pa.Table:
+        calls.append(1)
+        return SHOP_TABLE
+
+    wanted = {SHOP: (("c", SHOP, "1", "l"), load, frozenset[FixedPoint]())}
+    try:
+        with hot.pin(wanted) as first:
+            assert first is None  # the caller runs on a per-query connection
+        assert calls == [] and hot.loaded_keys() == [] and _tables_in(hot) == set()
+        with hot.pin(wanted) as second:
+            assert second is not None
+        with hot.pin(wanted) as third:
+            assert third is not None and third[SHOP] == second[SHOP]
+        assert calls == [1]
+    finally:
+        hot.close()
 
 
 def test_size_in_bytes_reads_duckdb_memory_sizes() -> None:
