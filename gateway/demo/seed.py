@@ -228,5 +228,7 @@ def first_query_text(base_url: str, keys: dict[str, Any]) -> str:
             f"  print(gw.query({COLLABORATION!r}, plan={FIRST_PLAN['plan']!r}, epsilon=0.5)"
             ".to_pandas())",
             "",
+            f"Web console: {base_url}/console/  (sign in with a key above and {COLLABORATION})",
+            "",
         ]
     )
