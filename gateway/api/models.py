@@ -131,6 +131,7 @@ class ColumnOut(ResponseModel):
     type: str
     keys: list[str | int] = absent()
     bounds: list[Number] = absent()
+    per_unit_bounds: list[Number] = absent()
     aggregates: list[str] = absent()
 
 

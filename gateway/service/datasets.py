@@ -45,6 +45,9 @@ def _describe_columns(policy_ds: Any) -> dict[str, Any]:
         if rule.bounds is not None:
             entry["bounds"] = list(rule.bounds)
             entry["aggregates"] = ["count", *rule.aggregates]
+        elif rule.per_unit_bounds is not None:  # a measure of an aggregate dataset
+            entry["per_unit_bounds"] = list(rule.per_unit_bounds)
+            entry["aggregates"] = list(rule.aggregates)
         columns[name] = entry
     return columns
 

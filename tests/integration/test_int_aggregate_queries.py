@@ -411,3 +411,24 @@ def test_side_by_side_releases_both_metrics_by_region_for_one_charge(
         )
     again = api.post(QUERIES, key=analyst, json=body).json()
     assert again["replay"] is True and again["rows"] == release["rows"]
+
+
+def test_the_dataset_listing_shows_what_aggregate_columns_allow(
+    api: Any, demo_keys: dict[str, Any]
+) -> None:
+    """``GET …/datasets`` names each aggregate measure's per-customer bounds and aggregates, and
+    the count column as a measure that may only be summed."""
+    response = api.get(f"/v1/collaborations/{NETWORK}/datasets", key=demo_keys["acme"]["analyst"])
+    assert response.status_code == 200, response.text
+    listed = {d["id"]: d for d in response.json()["datasets"]}
+    weeks = listed["shopco.store_weeks"]
+    assert weeks["kind"] == "aggregate"
+    measures = {n: c for n, c in weeks["columns"].items() if c["use"] == "measure"}
+    assert measures, weeks
+    for name, column in measures.items():
+        assert "per_unit_bounds" in column and column["aggregates"], (name, column)
+        assert "bounds" not in column
+    assert {"use": "measure", "type": "int", "per_unit_bounds": [1.0, 1.0]}.items() <= {
+        k: v for k, v in measures["customers"].items() if k != "aggregates"
+    }.items()
+    assert measures["customers"]["aggregates"] == ["sum"]
