@@ -165,6 +165,7 @@ class Measured:
     admit_ms: float | None = None
     rel_errors: dict[str, list[float]] = field(default_factory=dict)
     note: str = ""
+    noise: Any = None  # the noise scales (gateway: explain; OpenDP: summarize)
 
     def add_errors(self, rows: list[dict[str, Any]], exact: dict[tuple[Any, ...], Any]) -> None:
         """Relative error of every released value against the exact (clamped) answer."""
@@ -368,7 +369,7 @@ def measure_opendp(
             data = retailer.join(brand, on="customer_id", how="inner")
         groups = int(np.prod([len(keys[c]) for c in by]))
 
-        def release(q: PerfQuery = q, by: list[str] = by, data: Any = data, g: int = groups) -> Any:
+        def query(q: PerfQuery, by: list[str], data: Any, g: int) -> Any:
             context = dp.Context.compositor(
                 data=data.drop("customer_id"),
                 privacy_unit=dp.unit_of(contributions=1),
@@ -376,9 +377,16 @@ def measure_opendp(
                 split_evenly_over=1,
                 margins=[dp.polars.Margin(by=by, invariant="keys", max_length=n, max_groups=g)],
             )
-            return context.query().group_by(by).agg(*expressions[q.key]).release().collect()
+            return context.query().group_by(by).agg(*expressions[q.key])
+
+        def summarize(q: PerfQuery, by: list[str], data: Any, g: int) -> Any:
+            return query(q, by, data, g).summarize()
+
+        def release(q: PerfQuery = q, by: list[str] = by, data: Any = data, g: int = groups) -> Any:
+            return query(q, by, data, g).release().collect()
 
         m = Measured("d_opendp", q)
+        m.noise = summarize(q, by, data, groups).to_dicts()
         if q.key == "median":
             m.note = f"{len(candidates):,} candidates (the gateway's grid, step {grid_step:g})"
         for _ in range(repeats):
@@ -389,6 +397,17 @@ def measure_opendp(
         results.append(m)
         print(f"  {q.key:<7} (d) {m.median_ms:8.1f} ms", flush=True)
     return results
+
+
+def gateway_noise(services: Any, analyst: Any, selected: list[PerfQuery]) -> dict[str, Any]:
+    """Each query's statistics as ``explain`` states them: kind, sensitivity, ε, noise scale
+    (fixed-point units for sums: cents for spend)."""
+    noise = {}
+    for q in selected:
+        body = {"plan": q.plan, "epsilon": EPSILON}
+        explained = queries.explain_query(services, analyst, gen.COLLABORATION, body)
+        noise[q.key] = explained["statistics"]
+    return noise
 
 
 def grid_step_of(services: Any, analyst: Any) -> float:
@@ -440,6 +459,7 @@ def main() -> None:
         )
         analyst = authenticate(services, f"Bearer {state['keys']['acme']['analyst']}")
         grid_step = grid_step_of(services, analyst)
+        noise = gateway_noise(services, analyst, selected)
         if "b" in args.systems:
             print("(a) floor vs (b) gateway in process:", flush=True)
             loads["ab_start"] = load_average()
@@ -474,6 +494,9 @@ def main() -> None:
         measured += measure_opendp(tables, exact, selected, args.opendp_repeats, grid_step)
         loads["d_end"] = load_average()
     loads["end"] = load_average()
+    for m in measured:
+        if m.system in ("b_gateway", "c_http"):
+            m.noise = noise.get(m.query.key)
     report(measured, args, loads, time.perf_counter() - run_start)
 
 
@@ -507,6 +530,7 @@ def report(measured: list[Measured], args: Any, loads: dict[str, float], run_s: 
                     k: float(np.median(v)) for k, v in m.rel_errors.items()
                 },
                 "note": m.note or None,
+                "noise": m.noise,
                 "load_average": loads,
                 "run_s": round(run_s, 1),
                 "versions": versions,
