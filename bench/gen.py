@@ -8,8 +8,10 @@ in both (same customer id):
   nps (int 0..10, mean varying by store), visits (int);
 * the brand's ``acme.customers``: segment (4), product_line (4), satisfaction (1..5), tenure.
 
+The policy is ``bench/perf_policy.yaml``.
+
 :func:`open_gateway` builds a gateway store under a data directory the way a deployment would
-(organisations, keys, collaboration, the policy of :data:`POLICY`, both uploads through the
+(organisations, keys, collaboration, the policy of :data:`POLICY_FILE`, both uploads through the
 service layer: validate, tokenise, encrypt) and writes ``bench-state.json`` next to it, so a
 later run with the same size and seed reuses the stored datasets instead of uploading again.
 
@@ -66,44 +68,13 @@ SEGMENTS = ("value", "mainstream", "premium", "luxury")
 PRODUCT_LINES = ("apparel", "footwear", "accessories", "outdoor")
 SPEND_BOUNDS = (0.0, 2000.0)
 NPS_BOUNDS = (0, 10)
-BUDGET = 1.0e9
 STATE_FILE = "bench-state.json"
 DEFAULT_SEED = 20261125
 
 
-def _keys(values: tuple[str, ...]) -> str:
-    return "[" + ", ".join(values) + "]"
-
-
-POLICY = f"""\
-collaboration: {COLLABORATION}
-privacy: {{mechanism: laplace, max_epsilon_per_query: 1.0, delta: 1.0e-7}}
-budgets:
-  acme: {{epsilon: {BUDGET}, period: none}}
-datasets:
-  {RETAILER}:
-    owner: bigmart
-    customer_key: customer_id
-    max_rows_per_unit: 1
-    columns:
-      region:   {{use: dimension, keys: {_keys(REGIONS)}}}
-      store_id: {{use: dimension, keys: {_keys(STORES)}}}
-      channel:  {{use: dimension, keys: {_keys(CHANNELS)}}}
-      spend:    {{use: measure, type: float, bounds: [0, 2000], aggregates: [sum, mean, quantile]}}
-      nps:      {{use: measure, type: int, bounds: [0, 10], aggregates: [mean, quantile]}}
-      visits:   {{use: measure, type: int, bounds: [0, 60], aggregates: [sum, mean]}}
-  {BRAND}:
-    owner: acme
-    customer_key: customer_id
-    max_rows_per_unit: 1
-    columns:
-      segment:       {{use: dimension, keys: {_keys(SEGMENTS)}}}
-      product_line:  {{use: dimension, keys: {_keys(PRODUCT_LINES)}}}
-      satisfaction:  {{use: measure, type: int, bounds: [1, 5], aggregates: [mean]}}
-      tenure_months: {{use: measure, type: int, bounds: [0, 240], aggregates: [sum, mean]}}
-joins: [[{RETAILER}, {BRAND}]]
-rules: {{min_group_size: 0, max_groups_per_query: 10000}}
-"""
+POLICY_FILE = ROOT / "bench" / "perf_policy.yaml"
+POLICY = POLICY_FILE.read_text()
+"""The benchmark's policy: public keys for every grouped dimension, a budget of 10^9."""
 
 
 @dataclass(frozen=True)
