@@ -21,12 +21,12 @@ are never returned to a caller, only read by compiled queries whose results go t
 A version is loaded on its second use: the first query runs on a per-query connection over the
 decrypted Arrow tables, so a version queried once costs no load and evicts nothing, and the
 first query after start-up is not slowed by building tables. Entries are keyed by dataset
-version *and* layout: a new upload is a new version, and a policy
-change that moves a measure's bounds is a new layout, so a stale table is never read. Older
-entries of a dataset are dropped as soon as a newer one is loaded (or :meth:`HotDatasets.retain`
-is told which versions are current), the least recently used go when the memory cap would be
-exceeded, and a dataset larger than the cap is not kept at all (the caller falls back to a
-per-query connection).
+version *and* layout: a new upload is a new version, and a policy change that moves a
+measure's bounds is a new layout, so a stale table is never read. Older entries of a dataset
+are dropped as soon as a newer one is loaded (or :meth:`HotDatasets.retain` is told which
+versions are current), the least recently used go when the memory cap would be exceeded, and
+a dataset larger than the cap is not kept at all (the caller falls back to a per-query
+connection).
 
 Example:
     >>> hot = HotDatasets(capacity_bytes=2 * 1024**3)
@@ -56,7 +56,7 @@ TOKEN = "_token"  # the customer-token column of stored datasets (gateway/servic
 MAX_ENUM_VALUES = 65_535
 PERFECT_HASH_BITS = 22
 """Group keys of up to this many bits aggregate in a perfect hash table (array indexed by the
-key) rather than a hash table: quantile grids (up to 2^18 points) by a few groups fit."""
+key) rather than a hash table: quantile grids (up to 2^15 points) by a few groups fit."""
 
 
 @dataclass(frozen=True, order=True)
