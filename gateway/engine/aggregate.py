@@ -21,7 +21,7 @@ same runner executes it and the same DP layer noises it.
 from __future__ import annotations
 
 from gateway.domain.checker import CheckedQuery, ResolvedColumn, Statistic
-from gateway.engine.compiler import JOINED, CompiledQuery, _predicate_sql, quote
+from gateway.engine.compiler import JOINED, CompiledQuery, _predicate_sql, group_columns, quote
 
 __all__ = ["compile_aggregate_query"]
 
@@ -58,29 +58,7 @@ def compile_aggregate_query(checked: CheckedQuery) -> CompiledQuery:
     select_params: list[object] = []
     where_params: list[object] = []
     predicates = [_predicate_sql(p, use, where_params) for p in checked.filters]
-    group_names: list[str] = []
-    for i, group in enumerate(checked.group_by):
-        name = f"g{i}"
-        if group.column is not None:
-            ref = use(group.column)
-            select.append(f"{ref} AS {name}")
-            if group.keys is not None:
-                where_params.extend(group.keys)
-                predicates.append(f"{ref} IN ({', '.join('?' for _ in group.keys)})")
-            else:
-                predicates.append(f"{ref} IS NOT NULL")
-        else:
-            whens = []
-            for when, label in group.cases:
-                condition = _predicate_sql(when, use, select_params)
-                select_params.append(label)
-                whens.append(f"WHEN COALESCE({condition}, FALSE) THEN ?")
-            default = "NULL"
-            if group.default is not None:
-                select_params.append(group.default)
-                default = "?"
-            select.append(f"CASE {' '.join(whens)} ELSE {default} END AS {name}")
-        group_names.append(name)
+    group_names = group_columns(checked, use, select, select_params, predicates, where_params)
 
     measures: dict[str, str] = {}
     for stat in checked.statistics:

@@ -24,7 +24,7 @@ is ``SUM(x) - mid · COUNT(x)``, the same integer as the sum of ``x - mid``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.domain.checker import (
@@ -71,6 +71,45 @@ class CompiledQuery:
         if self.setup or not self.rows:
             return sql, []
         return f"WITH {JOINED} AS ({self.rows}) {sql}", list(self.params)
+
+
+def group_columns(
+    checked: CheckedQuery,
+    use: Callable[[ResolvedColumn], str],
+    select: list[str],
+    select_params: list[object],
+    predicates: list[str],
+    where_params: list[object],
+) -> list[str]:
+    """Add each group key to ``select`` as ``g<i>`` and return those names.
+
+    A column key selects the column and, in ``predicates``, keeps its public keys (or drops its
+    nulls); a bucket key is a ``CASE`` whose labels go to ``select_params``.
+    """
+    group_names: list[str] = []
+    for i, group in enumerate(checked.group_by):
+        name = f"g{i}"
+        if group.column is not None:
+            ref = use(group.column)
+            select.append(f"{ref} AS {name}")
+            if group.keys is not None:
+                where_params.extend(group.keys)
+                predicates.append(f"{ref} IN ({', '.join('?' for _ in group.keys)})")
+            else:
+                predicates.append(f"{ref} IS NOT NULL")
+        else:
+            whens = []
+            for when, label in group.cases:
+                condition = _predicate_sql(when, use, select_params)
+                select_params.append(label)
+                whens.append(f"WHEN COALESCE({condition}, FALSE) THEN ?")
+            default = "NULL"
+            if group.default is not None:
+                select_params.append(group.default)
+                default = "?"
+            select.append(f"CASE {' '.join(whens)} ELSE {default} END AS {name}")
+        group_names.append(name)
+    return group_names
 
 
 def _predicate_sql(p: ResolvedPredicate, ref: object, params: list[object]) -> str:
@@ -140,29 +179,7 @@ def compile_query(
 
     select: list[str] = []
     select_params: list[object] = []  # SELECT precedes WHERE in the text: its parameters too
-    group_names: list[str] = []
-    for i, group in enumerate(checked.group_by):
-        name = f"g{i}"
-        if group.column is not None:
-            ref = use(group.column)
-            select.append(f"{ref} AS {name}")
-            if group.keys is not None:
-                params.extend(group.keys)
-                predicates.append(f"{ref} IN ({', '.join('?' for _ in group.keys)})")
-            else:
-                predicates.append(f"{ref} IS NOT NULL")
-        else:
-            whens = []
-            for when, label in group.cases:
-                condition = _predicate_sql(when, use, select_params)
-                select_params.append(label)
-                whens.append(f"WHEN COALESCE({condition}, FALSE) THEN ?")
-            default = "NULL"
-            if group.default is not None:
-                select_params.append(group.default)
-                default = "?"
-            select.append(f"CASE {' '.join(whens)} ELSE {default} END AS {name}")
-        group_names.append(name)
+    group_names = group_columns(checked, use, select, select_params, predicates, params)
 
     # A measure is read raw, or from a hot table's precomputed clamped fixed-point column.
     measure_refs: dict[str, str] = {}  # SQL reference -> column name in ``j``
