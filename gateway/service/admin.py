@@ -11,6 +11,7 @@ from gateway.domain.errors import Conflict, InvalidRequest, NotFound
 from gateway.domain.model import ORG_KINDS, ROLES, Organisation, Principal, Role
 from gateway.service.access import KEY_PREFIX, member_collaboration, require_role
 from gateway.service.context import Services, record
+from gateway.service.tokens import NEW_COLLABORATIONS
 from gateway.store.crypto import token_secret_aad
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -105,7 +106,12 @@ def create_collaboration(
             raise Conflict(f"collaboration {collab_id!r} already exists")
         wrapped = services.keyring.wrap(os.urandom(32), token_secret_aad(collab_id))
         services.catalog.add_collaboration(
-            collab_id, name.strip(), tuple(sorted(members)), wrapped, services.clock()
+            collab_id,
+            name.strip(),
+            tuple(sorted(members)),
+            wrapped,
+            services.clock(),
+            token_scheme=NEW_COLLABORATIONS,
         )
     record(
         services,

@@ -19,6 +19,7 @@ from gateway.config import Settings
 from gateway.domain.model import Principal
 from gateway.domain.policy import Policy
 from gateway.engine.hot import HotDatasets
+from gateway.service.tokens import TokenKey
 from gateway.store.audit import AuditLog
 from gateway.store.catalog import Catalog
 from gateway.store.crypto import Keyring, token_secret_aad
@@ -46,7 +47,7 @@ class Services:
     keyring: Keyring
     clock: Callable[[], datetime] = utc_now
     policy_cache: dict[tuple[str, int], Policy] = field(default_factory=dict)
-    token_secrets: dict[str, bytes] = field(default_factory=dict)
+    token_keys: dict[str, TokenKey] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     hot: HotDatasets = field(default_factory=lambda: HotDatasets(capacity_bytes=0))
     """Decrypted datasets kept in memory for queries (gateway/engine/hot.py)."""
@@ -55,15 +56,14 @@ class Services:
         self.hot.close()
         self.db.close()
 
-    def token_secret(self, collab_id: str) -> bytes:
-        """The collaboration's tokenisation secret, unwrapped once and kept in memory."""
+    def token_key(self, collab_id: str) -> TokenKey:
+        """The collaboration's token scheme and secret, unwrapped once and kept in memory."""
         with self.lock:
-            if collab_id not in self.token_secrets:
-                wrapped = self.catalog.wrapped_token_secret(collab_id)
-                self.token_secrets[collab_id] = self.keyring.unwrap(
-                    wrapped, token_secret_aad(collab_id)
-                )
-            return self.token_secrets[collab_id]
+            if collab_id not in self.token_keys:
+                scheme, wrapped = self.catalog.wrapped_token_secret(collab_id)
+                secret = self.keyring.unwrap(wrapped, token_secret_aad(collab_id))
+                self.token_keys[collab_id] = TokenKey(scheme, secret)
+            return self.token_keys[collab_id]
 
 
 def record(

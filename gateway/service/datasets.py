@@ -191,7 +191,7 @@ def _ingest_version(
                 body,
                 fmt,
                 ds_policy,
-                services.token_secret(collab_id),
+                services.token_key(collab_id),
                 writer.write,
                 max_decoded_bytes=services.settings.max_decoded_bytes,
                 checks=checks,

@@ -3,9 +3,9 @@
 Formats: Parquet, CSV and Arrow IPC streams, all read in batches from the spooled upload (a
 seekable file object: the spool's decrypting reader, so the parsers never see a plaintext
 file). Every refusal names the column and the rule, never a value from the file. Customer keys
-are replaced by ``HMAC-SHA256(collaboration secret, key)`` truncated to 128 bits; raw keys are
-not kept. Hidden columns are dropped at ingest: what the policy never lets anyone use is not
-stored.
+are replaced by 128-bit tokens, a keyed PRF under the collaboration's secret (see
+:mod:`gateway.service.tokens`); raw keys are not kept. Hidden columns are dropped at ingest:
+what the policy never lets anyone use is not stored.
 
 One pass, bounded memory: each batch is read, checked, tokenised and handed to ``store`` (the
 dataset file writer) before the next is read; nothing holds the whole upload. Per-batch checks
@@ -31,7 +31,7 @@ from gateway.domain.policy import ColumnRule, DatasetPolicy
 from gateway.engine.compiler import TOKEN
 from gateway.service.arrow_guard import GuardedStream
 from gateway.service.pipeline import ReadAhead, StoreBehind
-from gateway.service.tokens import TOKEN_BYTES, RowsPerCustomer, Tokeniser
+from gateway.service.tokens import TOKEN_BYTES, RowsPerCustomer, Tokenise, TokenKey
 
 PARQUET = "parquet"
 CSV = "csv"
@@ -262,7 +262,7 @@ def _conform_column(column: pa.Array, rule: ColumnRule) -> pa.Array:
     return out
 
 
-def _tokens(keys: pa.Array, tokenise: Tokeniser, name: str) -> pa.Array:
+def _tokens(keys: pa.Array, tokenise: Tokenise, name: str) -> pa.Array:
     if keys.null_count:
         raise InvalidDataset(f"column {name!r} (customer key) has empty values")
     return tokenise(_cast(keys, name, pa.string(), "key"))
@@ -301,7 +301,7 @@ def ingest(
     body: BinaryIO,
     fmt: str,
     policy: DatasetPolicy,
-    secret: bytes,
+    token_key: TokenKey,
     store: Callable[[pa.RecordBatch], None],
     *,
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
@@ -332,7 +332,7 @@ def ingest(
     schema: dict[str, str] = {}
     try:
         with (
-            Tokeniser(secret) as tokenise,
+            token_key.tokeniser() as tokenise,
             ReadAhead(batches) as ahead,
             StoreBehind(_reported(store)) as behind,
         ):

@@ -1,49 +1,225 @@
-"""Customer tokens: ``HMAC-SHA256(collaboration secret, key)`` truncated to 128 bits, in bulk.
+"""Customer tokens: a keyed pseudorandom function of the customer key, 128 bits, in bulk.
 
-Tokenising is the costliest step of an upload, one HMAC per row, and a Python loop over rows
-holds the GIL (hashlib releases it only for inputs of 2 KiB and more, never for a short key).
-So a batch is split in two and tokenised on two cores at once:
+Each collaboration has a secret and a token scheme, fixed when it is created:
 
-* the head in Python: the standard HMAC (RFC 2104) from hashlib's SHA-256, started from the
-  two precomputed pad states, so each key costs two SHA-256 compressions and no key schedule;
-* the tail in DuckDB, in a worker thread (DuckDB runs without the GIL), with the same formula
-  written in SQL: ``sha256(opad || sha256(ipad || key))``, truncated to 16 bytes.
+* ``aes256-cmac-128`` (every collaboration created now): AES-256-CMAC (NIST SP 800-38B,
+  RFC 4493) of the key's UTF-8 bytes, under an AES key derived from the collaboration secret
+  by HKDF-SHA256. CMAC is a PRF with a 128-bit output, which is exactly a token. It is
+  computed for a whole batch at once (:class:`CmacTokeniser`): the keys are laid out as a
+  matrix of 16-byte blocks, and each block position is one AES-ECB call over every row, so
+  AES-NI does the work and Python loops over block positions (1-4), not over rows: ~0.13 µs
+  a row against ~1 µs for HMAC-SHA256 in Python. Tests check every token against
+  ``cryptography``'s own CMAC.
+* ``hmac-sha256-128``: ``HMAC-SHA256(secret, key)`` cut to 16 bytes (:class:`HmacTokeniser`).
+  Collaborations created by earlier releases keep it, so their stored tokens still join with
+  new uploads (their catalog rows read as this scheme).
 
-Both give bit-identical tokens (a test checks them against ``hmac``). The split follows the
-measured speed of each side, so both finish a batch at about the same time. DuckDB works in
-memory only: it cannot spill the keys to disk, read files or load extensions.
+Both are keyed PRFs with 128-bit outputs (DESIGN.md asks for "a keyed hash"): without the
+secret, a token says nothing about the key and cannot be recomputed from a guessed key.
 
 Example:
-    >>> with Tokeniser(secret) as tokenise:
+    >>> key = TokenKey(AES_CMAC, secret)
+    >>> with key.tokeniser() as tokenise:
     ...     tokens = tokenise(pa.array(["C00000001", "C00000002"]))
-    >>> tokens[0].as_py() == hmac.new(secret, b"C00000001", hashlib.sha256).digest()[:16]
+    >>> tokens[0].as_py() == key.token(b"C00000001")
     True
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from cryptography.hazmat.primitives import cmac, hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 TOKEN_BYTES = 16
 TOKEN_TYPE = pa.binary(TOKEN_BYTES)
+AES_CMAC = "aes256-cmac-128"
+HMAC_SHA256 = "hmac-sha256-128"
+SCHEMES = (AES_CMAC, HMAC_SHA256)
+NEW_COLLABORATIONS = AES_CMAC
+"""The scheme a collaboration created now gets."""
+_CMAC_KEY_INFO = b"insight-gateway/tokens/aes256-cmac-128"
 _SHA256_BLOCK = 64
 PARALLEL_MIN_ROWS = 16_384
 """Batches smaller than this are tokenised in Python alone (a DuckDB call costs ~1 ms)."""
 _HMAC_SQL = "SELECT unhex(left(sha256($opad || unhex(sha256($ipad || k))), 32)) AS token FROM keys"
+_AES_BLOCK = 16
+MATRIX_BLOCKS = 4
+"""Keys of up to this many AES blocks (64 bytes) are tokenised as a matrix; longer ones (rare:
+customer keys are short) one at a time, so one long key cannot inflate a batch's matrix."""
 
 
-class Tokeniser:
-    """Turns customer keys (UTF-8 text) into tokens under one collaboration's secret.
+class Tokenise(Protocol):
+    """Turns a batch of customer keys into tokens; holds resources until closed."""
 
-    Holds a worker thread and an in-memory DuckDB connection: use it in a ``with`` block (or
-    call :meth:`close`).
+    def __call__(self, keys: pa.Array) -> pa.FixedSizeBinaryArray: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Tokenise: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+@dataclass(frozen=True, repr=False)
+class TokenKey:
+    """A collaboration's token scheme and secret (``repr`` never shows the secret)."""
+
+    scheme: str
+    secret: bytes
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown token scheme (known: {', '.join(SCHEMES)})")
+
+    def __repr__(self) -> str:
+        return f"TokenKey(scheme={self.scheme!r}, secret=<{len(self.secret)} bytes>)"
+
+    def tokeniser(self) -> Tokenise:
+        """The bulk tokeniser of this scheme; use it in a ``with`` block."""
+        if self.scheme == AES_CMAC:
+            return CmacTokeniser(_cmac_key(self.secret))
+        return HmacTokeniser(self.secret)
+
+    def token(self, key: bytes) -> bytes:
+        """One key's token, computed the plain way (the reference the bulk paths must equal)."""
+        if self.scheme == AES_CMAC:
+            mac = cmac.CMAC(algorithms.AES(_cmac_key(self.secret)))
+            mac.update(key)
+            return mac.finalize()
+        return hmac.new(self.secret, key, hashlib.sha256).digest()[:TOKEN_BYTES]
+
+
+def _cmac_key(secret: bytes) -> bytes:
+    """The AES-256 key of the CMAC scheme: HKDF-SHA256 of the secret, for this use only."""
+    return HKDF(hashes.SHA256(), 32, salt=None, info=_CMAC_KEY_INFO).derive(secret)
+
+
+def _double(block: bytes) -> bytes:
+    """Multiplication by x in GF(2^128), CMAC's subkey step (SP 800-38B, 6.1)."""
+    value = int.from_bytes(block, "big") << 1
+    if value >> 128:
+        value = (value & ((1 << 128) - 1)) ^ 0x87
+    return value.to_bytes(_AES_BLOCK, "big")
+
+
+class CmacTokeniser:
+    """AES-256-CMAC of every key of a batch, with one AES-ECB call per block position.
+
+    CMAC chains ``C_i = AES(C_{i-1} xor M_i)`` over a key's 16-byte blocks, the last block
+    padded (``0x80 00…``) and masked with subkey K2, or masked with K1 when it is full. The
+    chains of different keys are independent, so block position ``i`` of every key still
+    chaining is encrypted in one call. ECB here is only the block cipher applied to many
+    independent blocks; no plaintext is ever encrypted with it.
+    """
+
+    def __init__(self, aes_key: bytes) -> None:
+        self._key = aes_key
+        self._ecb = Cipher(algorithms.AES(self._key), modes.ECB()).encryptor()
+        k1 = _double(self._ecb.update(bytes(_AES_BLOCK)))
+        self._subkeys = np.frombuffer(k1 + _double(k1), dtype=np.uint64).reshape(2, 2)
+
+    def __call__(self, keys: pa.Array) -> pa.FixedSizeBinaryArray:
+        """Tokens of ``keys`` (a string or binary array without nulls), in order."""
+        binary = pc.cast(keys, pa.binary())
+        rows = len(binary)
+        if rows == 0:
+            return _fixed(b"", 0)
+        offsets = np.frombuffer(binary.buffers()[1], np.int32, rows + 1, 4 * binary.offset)
+        start, end = int(offsets[0]), int(offsets[-1])
+        data_buffer = binary.buffers()[2]
+        data = np.frombuffer(data_buffer, np.uint8)[start:end] if end > start else _NO_BYTES
+        lengths = np.diff(offsets)
+        longest = _AES_BLOCK * MATRIX_BLOCKS
+        long_rows = np.flatnonzero(lengths > longest)
+        if len(long_rows):
+            lengths = np.where(lengths > longest, 0, lengths)  # done one by one below
+        blocks = np.maximum(1, (lengths + _AES_BLOCK - 1) // _AES_BLOCK)
+        width = _AES_BLOCK * int(blocks.max())
+        matrix = _layout(data, offsets - start, lengths, width)
+        full = (lengths > 0) & (lengths % _AES_BLOCK == 0)
+        padded = np.flatnonzero(~full)
+        matrix[padded, lengths[padded]] = 0x80
+        words = matrix.view(np.uint64).reshape(rows, width // _AES_BLOCK, 2)
+        every = np.arange(rows)
+        words[every, blocks - 1] ^= self._subkeys[np.where(full, 0, 1)]
+        state = self._encrypt(words[:, 0])
+        for position in range(1, width // _AES_BLOCK):
+            chaining = np.flatnonzero(blocks > position)
+            if len(chaining) == rows:
+                state = self._encrypt(state ^ words[:, position])
+            else:
+                state[chaining] = self._encrypt(state[chaining] ^ words[chaining, position])
+        out = state.tobytes()
+        if len(long_rows):
+            out = self._one_by_one(out, binary, long_rows)
+        return _fixed(out, rows)
+
+    def _encrypt(self, blocks: np.ndarray) -> np.ndarray:
+        """AES of each 16-byte row of ``blocks`` (rows x 2 uint64), as a new array."""
+        raw = self._ecb.update(np.ascontiguousarray(blocks).tobytes())
+        return np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2).copy()
+
+    def _one_by_one(self, tokens: bytes, keys: pa.Array, rows: np.ndarray) -> bytes:
+        out = bytearray(tokens)
+        for row in rows.tolist():
+            mac = cmac.CMAC(algorithms.AES(self._key))
+            mac.update(keys[row].as_py())
+            out[row * TOKEN_BYTES : (row + 1) * TOKEN_BYTES] = mac.finalize()
+        return bytes(out)
+
+    def close(self) -> None:
+        """Nothing to release (kept for the :class:`Tokenise` protocol)."""
+
+    def __enter__(self) -> CmacTokeniser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_NO_BYTES = np.zeros(0, dtype=np.uint8)
+
+
+def _layout(data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+    """The keys as rows of a zero-padded ``rows x width`` byte matrix (``lengths`` may be
+    below a key's true length: that key then contributes only its first bytes)."""
+    rows = len(lengths)
+    matrix = np.zeros((rows, width), dtype=np.uint8)
+    shortest, longest = int(lengths.min()), int(lengths.max())
+    if shortest == longest and (offsets[:-1] == np.arange(rows) * longest).all():
+        matrix[:, :longest] = data[: rows * longest].reshape(rows, longest)  # equal lengths
+        return matrix
+    total = int(lengths.sum())
+    firsts = np.cumsum(lengths) - lengths
+    within = np.arange(total, dtype=np.int64) - np.repeat(firsts, lengths)
+    source = np.repeat(offsets[:-1].astype(np.int64), lengths) + within
+    target = np.repeat(np.arange(rows, dtype=np.int64) * width, lengths) + within
+    matrix.reshape(-1)[target] = data[source]
+    return matrix
+
+
+class HmacTokeniser:
+    """HMAC-SHA256 tokens (the ``hmac-sha256-128`` scheme of older collaborations).
+
+    Tokenising is one HMAC per row, and a Python loop over rows holds the GIL (hashlib
+    releases it only for inputs of 2 KiB and more). So a large batch is split in two and
+    tokenised on two cores at once: the head in Python (hashlib's SHA-256 started from the two
+    precomputed pad states, two compressions a key), the tail in DuckDB in a worker thread
+    (``sha256(opad || sha256(ipad || key))`` in SQL, without the GIL). Both give bit-identical
+    tokens; the split follows the measured speed of each side. DuckDB works in memory only: it
+    cannot spill the keys to disk, read files or load extensions.
     """
 
     def __init__(self, secret: bytes, *, parallel: bool = True) -> None:
@@ -122,7 +298,7 @@ class Tokeniser:
             self._con.close()
             self._con = None
 
-    def __enter__(self) -> Tokeniser:
+    def __enter__(self) -> HmacTokeniser:
         return self
 
     def __exit__(self, *exc: object) -> None:

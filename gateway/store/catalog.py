@@ -59,11 +59,13 @@ class Catalog:
         members: tuple[str, ...],
         wrapped_secret: bytes,
         at: datetime,
+        token_scheme: str,
     ) -> None:
         with self.db.transaction() as tx:
             tx.execute(
-                "INSERT INTO collaborations VALUES (?, ?, ?, ?)",
-                (collab_id, name, wrapped_secret, at),
+                "INSERT INTO collaborations (id, name, token_secret, created_at, token_scheme) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (collab_id, name, wrapped_secret, at, token_scheme),
             )
             for org in members:
                 tx.execute("INSERT INTO members VALUES (?, ?)", (collab_id, org))
@@ -79,10 +81,17 @@ class Catalog:
         )
         return Collaboration(row[0], row[1], tuple(m[0] for m in members), row[2])
 
-    def wrapped_token_secret(self, collab_id: str) -> bytes:
-        row = self.db.one("SELECT token_secret FROM collaborations WHERE id = ?", (collab_id,))
+    def wrapped_token_secret(self, collab_id: str) -> tuple[str, bytes]:
+        """The collaboration's token scheme and its wrapped token secret.
+
+        Collaborations created before token schemes were recorded read as ``hmac-sha256-128``
+        (the column's default), the scheme their stored tokens were made with.
+        """
+        row = self.db.one(
+            "SELECT token_scheme, token_secret FROM collaborations WHERE id = ?", (collab_id,)
+        )
         assert row is not None
-        return bytes(row[0])
+        return str(row[0]), bytes(row[1])
 
     # policies ---------------------------------------------------------------------------
     _POLICY_COLUMNS = (

@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
 CREATE TABLE IF NOT EXISTS collaborations (
     id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, token_secret BLOB NOT NULL,
     created_at TIMESTAMPTZ NOT NULL);
+ALTER TABLE collaborations ADD COLUMN IF NOT EXISTS token_scheme VARCHAR DEFAULT 'hmac-sha256-128';
 CREATE TABLE IF NOT EXISTS members (
     collaboration VARCHAR NOT NULL, org VARCHAR NOT NULL, PRIMARY KEY (collaboration, org));
 CREATE TABLE IF NOT EXISTS policy_versions (

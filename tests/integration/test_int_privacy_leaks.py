@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import collections
 import hashlib
-import hmac
 import math
 import re
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from gateway.demo.seed import FIRST_PLAN
+from gateway.service.tokens import TokenKey
 
 DEMO = "acme-bigmart-cx"
 BASE = f"/v1/collaborations/{DEMO}"
@@ -256,9 +256,9 @@ def walk(
     )
 
 
-def tokens(secret: bytes, keys: set[str]) -> Iterator[bytes]:
+def tokens(token_key: TokenKey, keys: set[str]) -> Iterator[bytes]:
     for key in keys:
-        yield hmac.new(secret, key.encode(), hashlib.sha256).digest()[:16]
+        yield token_key.token(key.encode())
 
 
 def windows(text: str, alphabet: str, width: int) -> Iterator[str]:
@@ -271,13 +271,13 @@ def windows(text: str, alphabet: str, width: int) -> Iterator[str]:
 class LeakScanner:
     """Finds raw keys, key numbers, emails, phones and tokens (hex, base64) in a text."""
 
-    def __init__(self, tables: Any, secret: bytes) -> None:
+    def __init__(self, tables: Any, token_key: TokenKey) -> None:
         self.raw_keys = set(tables.loyalty["customer_key"].to_pylist()) | set(
             tables.survey["customer_id"].to_pylist()
         )
         assert len(self.raw_keys) == 3_000
         self.digits = {k[1:] for k in self.raw_keys}
-        token_bytes = list(tokens(secret, self.raw_keys))
+        token_bytes = list(tokens(token_key, self.raw_keys))
         self.token_hex = {t.hex() for t in token_bytes}
         self.token_b64 = {base64.b64encode(t).decode()[:22] for t in token_bytes}
         self.token_b64url = {base64.urlsafe_b64encode(t).decode()[:22] for t in token_bytes}
@@ -366,15 +366,15 @@ def test_no_endpoint_returns_keys_tokens_contacts_or_exact_counts(
     assert {200, 201, 400, 401, 403, 404, 409, 415, 422, 429} <= statuses
 
     # 4. The scan.
-    scanner = LeakScanner(demo_tables, services.token_secret(DEMO))
+    scanner = LeakScanner(demo_tables, services.token_key(DEMO))
     for label, response in call.seen:
         assert scanner.find(response.text) == [], label
 
 
 def test_the_scanner_finds_each_kind_of_leak(services: Any, demo_tables: Any) -> None:
-    scanner = LeakScanner(demo_tables, services.token_secret(DEMO))
+    scanner = LeakScanner(demo_tables, services.token_key(DEMO))
     key = demo_tables.loyalty["customer_key"][7].as_py()
-    token = next(tokens(services.token_secret(DEMO), {key}))
+    token = next(tokens(services.token_key(DEMO), {key}))
     leaks = {
         "raw customer key": f'{{"k": "{key}"}}',
         "key number": f'{{"k": {key[1:]}}}',

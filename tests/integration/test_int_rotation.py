@@ -114,7 +114,7 @@ def test_rotation_rewraps_every_secret_and_keeps_data_readable(
     analyst = demo_keys["acme"]["analyst"]
     before = count_of(api, analyst, 0.5)
     versions = {name: dv.version for name, dv in services.catalog.latest_datasets(DEMO).items()}
-    token_secret = services.token_secret(DEMO)
+    token_key = services.token_key(DEMO)
     secrets = wrapped_secrets(services)
     n_versions = len(services.db.execute("SELECT 1 FROM dataset_versions"))
     n_collabs = len(services.db.execute("SELECT 1 FROM collaborations"))
@@ -140,7 +140,7 @@ def test_rotation_rewraps_every_secret_and_keeps_data_readable(
         assert {n: dv.version for n, dv in reopened.catalog.latest_datasets(DEMO).items()} == (
             versions
         )
-        assert reopened.token_secret(DEMO) == token_secret
+        assert reopened.token_key(DEMO) == token_key
         after = count_of(app, analyst, 0.6)
         # Re-uploading the same customers tokenises them to the same tokens: the joint count
         # stays (Laplace noise of scale ≤ 2 on each count; 100 is far beyond it).

@@ -136,7 +136,12 @@ def test_rotation_appends_signed_events_with_counts_and_fingerprints_only(
         }
         # No key material: every value is a count or an 8-hex fingerprint, and no encoding of
         # either master key, the token secrets or the signing key appears in any event.
-        secrets = [old_key, new_key, reopened.token_secret(DEMO), reopened.token_secret(OTHER)]
+        secrets = [
+            old_key,
+            new_key,
+            reopened.token_key(DEMO).secret,
+            reopened.token_key(OTHER).secret,
+        ]
         for _, _, details in events:
             text = json.dumps(details)
             for secret in secrets:

@@ -6,14 +6,14 @@ and no audit event may contain it.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+
+from gateway.service.tokens import TokenKey
 
 DEMO = "acme-bigmart-cx"
 SECRET = "SECRET-VALUE-123"
@@ -355,8 +355,8 @@ def test_body_over_the_limit_is_413(
 # --- happy paths ---------------------------------------------------------------------------
 
 
-def tokens_of(secret: bytes, keys: list[str]) -> set[bytes]:
-    return {hmac.new(secret, k.encode(), hashlib.sha256).digest()[:16] for k in keys}
+def tokens_of(token_key: TokenKey, keys: list[str]) -> set[bytes]:
+    return {token_key.token(k.encode()) for k in keys}
 
 
 def test_uploads_in_every_format_add_versions(
@@ -446,7 +446,7 @@ def test_stored_files_are_encrypted_and_hold_only_tokens(
         "visits_90d",
         "nps_score",
     ]
-    assert set(table["_token"].to_pylist()) == tokens_of(services.token_secret(DEMO), keys)
+    assert set(table["_token"].to_pylist()) == tokens_of(services.token_key(DEMO), keys)
     # The two partners' tokens match for shared customers (both use the collaboration secret).
     survey = services.files.read(services.catalog.latest_datasets(DEMO)["acme.survey"])
     shared = set(keys) & set(demo_tables.survey["customer_id"].to_pylist())

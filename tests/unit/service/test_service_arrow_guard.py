@@ -34,6 +34,7 @@ from gateway.service.arrow_guard import (
     message_size,
 )
 from gateway.service.ingest import ingest
+from gateway.service.tokens import AES_CMAC, TokenKey
 
 ROWS = 12_345  # distinctive: found in metadata (lengths) and bodies (uncompressed sizes)
 CODECS = [None, "lz4", "zstd"]
@@ -286,7 +287,7 @@ def loyalty() -> tuple[DatasetPolicy, pa.Table]:
 
 def run_ingest(body: bytes, policy: DatasetPolicy) -> list[pa.RecordBatch]:
     stored: list[pa.RecordBatch] = []
-    ingest(io.BytesIO(body), "arrow", policy, b"s" * 32, stored.append)
+    ingest(io.BytesIO(body), "arrow", policy, TokenKey(AES_CMAC, b"s" * 32), stored.append)
     return stored
 
 
