@@ -2,8 +2,8 @@
 
 * ``aes256-cmac-128`` (new collaborations): the bulk tokeniser, which lays a batch out as a
   matrix of AES blocks, must equal ``cryptography``'s own CMAC for every key: empty, one byte,
-  exactly one or several blocks, one byte past a block, non-ASCII, longer than the matrix
-  (done one by one), in batches of equal and of mixed lengths, sliced views, string, large
+  exactly one or several blocks, one byte past a block, non-ASCII, over 1 KiB (few: one by
+  one; many: as a matrix), in batches of equal and of mixed lengths, sliced views, string, large
   string and binary arrays. The core is checked against NIST SP 800-38B's AES-256 examples,
   and one known answer pins the whole scheme (HKDF included): a change to it would silently
   break joins with every token already stored.
@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from gateway.service.tokens import (
     AES_CMAC,
     HMAC_SHA256,
-    MATRIX_BLOCKS,
+    MATRIX_POSITIONS,
     PARALLEL_MIN_ROWS,
     CmacTokeniser,
     HmacTokeniser,
@@ -101,12 +101,9 @@ def test_bulk_cmac_equals_cmac_for_batches_of_one_length(length: int) -> None:
 def test_bulk_cmac_equals_cmac_for_mixed_keys_and_views() -> None:
     rng = random.Random(7)
     aes_key = os.urandom(32)
-    longest = 16 * MATRIX_BLOCKS
-    keys = [
-        os.urandom(rng.choice([0, 1, 15, 16, 17, 32, 47, 64, 65, 70, 300])) for _ in range(3000)
-    ]
+    sizes = [0, 1, 15, 16, 17, 32, 47, 64, 65, 70, 300, 1100]
+    keys = [os.urandom(rng.choice(sizes)) for _ in range(3000)]  # every tier, 1 to 69 blocks
     keys += [k.encode() for k in KEYS[-4:]]
-    assert any(len(k) > longest for k in keys) and any(len(k) == 0 for k in keys)
     expected = [cmac_of(aes_key, k) for k in keys]
     array = pa.array(keys, pa.binary())
     with CmacTokeniser(aes_key) as tokenise:
@@ -119,6 +116,17 @@ def test_bulk_cmac_equals_cmac_for_mixed_keys_and_views() -> None:
         assert tokenise(pa.array(text)).to_pylist() == want
         assert tokenise(pa.array(text, pa.large_string())).to_pylist() == want
         assert tokenise(pa.array([""] * 5)).to_pylist() == [cmac_of(aes_key, b"")] * 5
+
+
+@pytest.mark.parametrize("count", [3, 2 * MATRIX_POSITIONS])
+def test_bulk_cmac_of_long_keys_one_by_one_or_as_a_matrix(count: int) -> None:
+    """Few long keys are done one by one; as many keys as blocks, as a matrix."""
+    aes_key = os.urandom(32)
+    keys = [os.urandom(16 * MATRIX_POSITIONS + 1 + i) for i in range(count)] + [b"C1"]
+    with CmacTokeniser(aes_key) as tokenise:
+        assert tokenise(pa.array(keys, pa.binary())).to_pylist() == [
+            cmac_of(aes_key, k) for k in keys
+        ]
 
 
 @pytest.mark.parametrize("scheme", [AES_CMAC, HMAC_SHA256])
