@@ -191,7 +191,7 @@ class CmacTokeniser:
         fresh = cmac.CMAC(algorithms.AES(self._key))  # copied per key: no key schedule each
         for first, length in zip(starts.tolist(), lengths.tolist(), strict=True):
             mac = fresh.copy()
-            mac.update(data[first : first + length])
+            mac.update(data[first : first + length].tobytes())
             out += mac.finalize()
         return np.frombuffer(bytes(out), dtype=np.uint64).reshape(-1, 2)
 
