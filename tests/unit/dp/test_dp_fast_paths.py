@@ -4,7 +4,7 @@
   the bisection's;
 * dense bin vectors score exactly as bin dictionaries;
 * noise drawn on the worker threads is discrete Laplace noise of the stated scale (a
-  frequency check whose false-failure chance is below 1e-9), fresh on every call.
+  frequency check whose false-failure chance is below 1e-10), fresh on every call.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from gateway.dp.noise import LaplaceVector
 from gateway.dp.release import _pool
 from gateway.dp.selection import QuantileSelector
 
-Z_1E9 = 6.11  # two-sided normal quantile at 1e-9
+WORKER_DRAWS = 4  # vectors drawn on the pool, each checked once
+FAILURE = 1e-10  # for all of them together
 
 
 def _bisection(cost: object, epsilon: float, start: float) -> float:
@@ -83,13 +84,17 @@ def test_dense_bins_score_exactly_as_bin_dictionaries() -> None:
 def test_noise_drawn_on_worker_threads_is_discrete_laplace_and_fresh() -> None:
     mech = LaplaceVector(sensitivity=1, epsilon=1.0)
     cells = 20_000
-    draws = list(_pool().map(lambda _: mech.release([0] * cells), range(4)))
+    draws = list(_pool().map(lambda _: mech.release([0] * cells), range(WORKER_DRAWS)))
     p_zero = math.tanh(1 / (2 * mech.scale))  # P(X = 0) for discrete Laplace of this scale
-    tolerance = Z_1E9 * math.sqrt(p_zero * (1 - p_zero) / cells)
+    # Hoeffding: P(|share of zeros - p| > t) <= 2·exp(-2·n·t²), here 1e-10 / 4 per vector, so
+    # t ≈ 0.0250 (7.1 standard errors). The normal 6.11 SE used before failed with about 1e-9
+    # per vector, 4e-9 per run. A scale 10% off moves p by 0.037 or more: still caught.
+    tolerance = math.sqrt(math.log(2 * WORKER_DRAWS / FAILURE) / (2 * cells))
     for noisy in draws:
         assert len(noisy) == cells and all(isinstance(v, int) for v in noisy)
         assert abs(noisy.count(0) / cells - p_zero) <= tolerance
-    assert len({tuple(d) for d in draws}) == 4  # independent draws, not one shared sample
+    # independent draws, not one shared sample (two equal: P < 0.47^20000 per pair)
+    assert len({tuple(d) for d in draws}) == WORKER_DRAWS
 
 
 def test_cells_beyond_int64_are_clamped_before_noise() -> None:
