@@ -66,7 +66,10 @@ def truth() -> dict[str, Any]:
     shopco = tables.store_weeks["shopco"]
     both = pa.concat_tables(list(tables.store_weeks.values()))
     survey = tables.nps_survey
+    stores = np.array(shopco.column("store_id").to_pylist())
+    counts = np.array(shopco.column("customers").to_pylist())
     return {
+        "store_customers": {s: int(counts[stores == s].sum()) for s in sorted(set(stores))},
         "customers": _by_region(shopco, "customers"),
         "spend_cents": _by_region(shopco, "spend", cents=True),
         "promoters": _by_region(shopco, "promoters"),
@@ -158,16 +161,35 @@ def test_a_mean_over_aggregate_rows_is_per_customer(
 
 
 def test_private_store_keys_go_through_partition_selection(
-    api: Any, demo_keys: dict[str, Any]
+    api: Any, demo_keys: dict[str, Any], truth: dict[str, Any]
 ) -> None:
-    body = {"sql": "SELECT store_id, SUM(customers) AS n FROM shopco.store_weeks GROUP BY store_id"}
-    release = api.post(QUERIES, key=demo_keys["acme"]["analyst"], json={**body, "epsilon": 0.5})
+    # ε 1 (the policy's cap), not 0.5: at 0.5 the threshold is 482 at noise scale 26 and the
+    # smallest store holds 734 customer-weeks, so some store was dropped in about 1 run in
+    # 25,000 (P = 4.0e-5). At ε 1 the threshold is 248 at scale 13 (P < 1e-16, checked below).
+    body = {
+        "sql": "SELECT store_id, SUM(customers) AS n FROM shopco.store_weeks GROUP BY store_id",
+        "epsilon": 1.0,
+    }
+    explained = api.post(EXPLAIN, key=demo_keys["acme"]["analyst"], json=body)
+    assert explained.status_code == 200, explained.text
+    [selection] = [
+        a["partition_selection"]
+        for a in explained.json()["aggregates"]
+        if "partition_selection" in a
+    ]
+    scale = {s["statistic"]: s["noise_scale"] for s in explained.json()["statistics"]}["count"]
+    # A store is released when its noisy count reaches the threshold t: it is dropped with
+    # P(X <= t - 1 - n) = a^(n - t + 1) / (1 + a), a = exp(-1 / scale). Union over the stores:
+    alpha = np.exp(-1 / scale)
+    stores_truth = truth["store_customers"]
+    dropped = sum(
+        alpha ** (n - selection["threshold"] + 1) / (1 + alpha) for n in stores_truth.values()
+    )
+    assert len(stores_truth) == 24 and dropped < 1e-10, (selection, scale, dropped)
+    release = api.post(QUERIES, key=demo_keys["acme"]["analyst"], json=body)
     assert release.status_code == 200, release.text
     stores = [row["store_id"] for row in release.json()["rows"]]
-    assert stores and set(stores) <= {f"K{i:03d}" for i in range(1, 25)}
-    # Every ShopCo store has thousands of customer-weeks: each clears the threshold
-    # (k = 13 moves a store's count by at most 13; the threshold is a few hundred).
-    assert len(stores) == 24
+    assert stores == sorted(stores_truth)  # every ShopCo store clears the threshold
 
 
 def test_min_group_size_applies_to_the_summed_count(api: Any, demo_keys: dict[str, Any]) -> None:
