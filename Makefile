@@ -68,9 +68,13 @@ docs: install  # docs/api.md from the app's OpenAPI document (a test fails when 
 PERF_CUSTOMERS ?= 10000000
 LOAD_CUSTOMERS ?= 1000000
 PERF_DIR ?= ./var/bench
-.PHONY: bench-perf bench-load
+.PHONY: bench-perf bench-load bench-ingest
 bench-perf: $(VENV)/.installed-bench
 	$(BIN)/python bench/perf.py --customers $(PERF_CUSTOMERS) --data-dir $(PERF_DIR)/perf-$(PERF_CUSTOMERS)
 
 bench-load: $(VENV)/.installed-bench
 	$(BIN)/python bench/load.py --customers $(LOAD_CUSTOMERS) --data-dir $(PERF_DIR)/perf-$(LOAD_CUSTOMERS)
+
+INGEST_ROWS ?= 10000000
+bench-ingest: install
+	$(BIN)/python bench/ingest.py --rows $(INGEST_ROWS)
